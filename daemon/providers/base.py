@@ -1,0 +1,38 @@
+"""What every provider is: an async context manager with a ``send`` coroutine.
+
+A provider turns one rendered message into one accepted send and returns a
+:class:`~outbox.models.Receipt`, or raises an :mod:`outbox.errors` class that carries the
+decision (permanent, transient, throttled, channel paused). It never touches the database.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from outbox.models import Message, Receipt, Rendered
+
+
+@runtime_checkable
+class Provider(Protocol):
+    #: Short name stored in ``outbox.message.provider`` ("smtp", "ses", ...).
+    name: str
+    #: "email" or "sms".
+    channel: str
+
+    async def __aenter__(self) -> Provider:
+        """Open long-lived resources (connection pools, API clients)."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close them."""
+        ...
+
+    async def send(self, message: Message, rendered: Rendered) -> Receipt:
+        """Send one message; raise an :mod:`outbox.errors` class on failure."""
+        ...

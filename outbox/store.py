@@ -1,0 +1,163 @@
+"""The daemon's access to the outbox tables: the only module that knows query names.
+
+Driver errors are translated at this boundary into :class:`outbox.errors.DatabaseError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from outbox import errors, sql
+from outbox.models import Message, Status
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@contextlib.asynccontextmanager
+async def _translated(action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except _DRIVER_ERRORS as exc:
+        raise errors.DatabaseError(f"{action}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The outcome of one delivery attempt, to be written by the completer."""
+
+    message_id: int
+    #: The attempt number the claim assigned; part of the lease guard.
+    attempts: int
+    status: Status
+    error: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    #: For status ``pending``: seconds until the retry becomes due.
+    retry_delay: float = 0.0
+    #: True when this attempt must not count (throttled, paused channel).
+    refund: bool = False
+
+
+class Store:
+    """Named queries over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def claim(
+        self, channel: str, limit: int, worker: str, lease_seconds: float
+    ) -> list[Message]:
+        """Lease up to ``limit`` due messages of ``channel`` to ``worker``."""
+        async with _translated("claim"):
+            rows = await self.pool.fetch(
+                sql.get("claim_batch"), channel, limit, worker, float(lease_seconds)
+            )
+        return [Message.from_record(row) for row in rows]
+
+    async def complete_many(self, completions: Sequence[Completion], worker: str) -> int:
+        """Write results in one statement; returns how many rows still held our lease."""
+        if not completions:
+            return 0
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        ids, attempts, statuses, errs, providers, provider_ids, delays, refunds = columns
+        for c in completions:
+            ids.append(c.message_id)
+            attempts.append(c.attempts)
+            statuses.append(c.status.value)
+            errs.append(c.error)
+            providers.append(c.provider)
+            provider_ids.append(c.provider_message_id)
+            delays.append(c.retry_delay)
+            refunds.append(1 if c.refund else 0)
+        async with _translated("complete"):
+            result = await self.pool.execute(sql.get("complete_many"), *columns, worker)
+        return int(result.rsplit(" ", 1)[-1])
+
+    async def next_due(self, channel: str) -> datetime | None:
+        """When the earliest pending message of ``channel`` becomes due."""
+        async with _translated("next_due"):
+            due: datetime | None = await self.pool.fetchval(sql.get("next_due"), channel)
+        return due
+
+    async def reap_expired_leases(self, max_attempts: int, limit: int = 1000) -> list[Any]:
+        """Return messages whose lease expired to ``pending`` (or ``failed``)."""
+        async with _translated("reap"):
+            return list(await self.pool.fetch(sql.get("reap_expired_leases"), max_attempts, limit))
+
+    async def purge(self, older_than_seconds: float, limit: int = 1000) -> tuple[int, int]:
+        """Delete one batch of finished messages and old events; returns both counts."""
+        async with _translated("purge"):
+            messages = await self.pool.execute(
+                sql.get("purge_messages"), float(older_than_seconds), limit
+            )
+            events = await self.pool.execute(
+                sql.get("purge_events"), float(older_than_seconds), limit
+            )
+        return int(messages.rsplit(" ", 1)[-1]), int(events.rsplit(" ", 1)[-1])
+
+    async def requeue_ids(self, ids: Sequence[int]) -> list[int]:
+        async with _translated("requeue"), self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(sql.get("requeue_ids"), list(ids))
+            await conn.execute(sql.get("wake"))
+        return [row["id"] for row in rows]
+
+    async def requeue_status(self, status: str, limit: int = 10_000) -> list[int]:
+        async with _translated("requeue"), self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(sql.get("requeue_status"), status, limit)
+            await conn.execute(sql.get("wake"))
+        return [row["id"] for row in rows]
+
+    async def counts_by_status(self) -> list[asyncpg.Record]:
+        async with _translated("stats"):
+            return list(await self.pool.fetch(sql.get("counts_by_status")))
+
+    async def oldest_pending(self) -> dict[str, float]:
+        async with _translated("stats"):
+            rows = await self.pool.fetch(sql.get("oldest_pending"))
+        return {row["channel"]: row["age_seconds"] for row in rows}
+
+    async def recent_activity(self, window_seconds: float) -> list[asyncpg.Record]:
+        async with _translated("stats"):
+            return list(await self.pool.fetch(sql.get("recent_activity"), float(window_seconds)))
+
+    async def pending_templates(self, limit: int = 100) -> list[asyncpg.Record]:
+        async with _translated("pending templates"):
+            return list(await self.pool.fetch(sql.get("pending_templates"), limit))
+
+    async def message(self, message_id: int) -> asyncpg.Record | None:
+        async with _translated("message"):
+            row: asyncpg.Record | None = await self.pool.fetchrow(
+                sql.get("message_by_id"), message_id
+            )
+        return row
+
+    async def schema_versions(self) -> list[int]:
+        async with _translated("schema version"):
+            rows = await self.pool.fetch(sql.get("schema_versions"))
+        return [row["version"] for row in rows]
+
+
+#: Every query name the store uses; a unit test checks each exists in queries.sql.
+QUERY_NAMES = (
+    "claim_batch",
+    "complete_many",
+    "next_due",
+    "reap_expired_leases",
+    "purge_messages",
+    "purge_events",
+    "requeue_ids",
+    "requeue_status",
+    "wake",
+    "counts_by_status",
+    "oldest_pending",
+    "recent_activity",
+    "pending_templates",
+    "message_by_id",
+    "schema_versions",
+)

@@ -1,0 +1,176 @@
+-- Named queries used by outbox/store.py. Each block starts with
+-- `-- name(param1, param2, ...) --`, naming asyncpg's $1, $2, ... in order.
+
+-- schema_versions() --
+SELECT version FROM outbox.schema_migration ORDER BY version
+
+-- claim_batch(channel, limit, worker, lease_seconds) --
+-- Claims due pending rows in priority order, then not_before. The suppression and
+-- preference checks ride along so the daemon needs no second round trip.
+WITH picked AS (
+    SELECT id
+      FROM outbox.message
+     WHERE status = 'pending' AND channel = $1 AND not_before <= now()
+     ORDER BY priority DESC, not_before, id
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE outbox.message m
+       SET status = 'sending',
+           locked_by = $3,
+           locked_until = now() + make_interval(secs => $4),
+           attempts = m.attempts + 1,
+           updated_at = now()
+      FROM picked
+     WHERE m.id = picked.id
+    RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
+              m.locale, m.tags, m.attempts, m.expires_at, m.created_at
+)
+SELECT c.*,
+       coalesce(
+           (SELECT 'recipient suppressed (' || s.reason || ')'
+              FROM outbox.suppression s
+             WHERE s.channel = c.channel
+               AND s.recipient = outbox.normalize_recipient(c.channel, c.recipient)
+               AND (s.reason <> 'unsubscribe' OR c.category <> 'transactional')),
+           (SELECT 'recipient opted out of category ' || quote_literal(c.category)
+              FROM outbox.preference p
+             WHERE c.category <> 'transactional'
+               AND p.channel = c.channel
+               AND p.recipient = outbox.normalize_recipient(c.channel, c.recipient)
+               AND p.category = c.category
+               AND p.opted_out)
+       ) AS suppressed_reason
+  FROM claimed c
+ ORDER BY c.priority DESC, c.id
+
+-- complete_many(ids, attempts, statuses, errors, providers, provider_message_ids, retry_delays, refunds, worker) --
+-- Writes a batch of results. Guarded by the lease: a row that was reclaimed after its
+-- lease expired (different worker, or a later attempt) is left alone.
+UPDATE outbox.message m
+   SET status = r.status,
+       last_error = r.error,
+       provider = coalesce(r.provider, m.provider),
+       provider_message_id = coalesce(r.provider_message_id, m.provider_message_id),
+       sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE m.sent_at END,
+       not_before = CASE WHEN r.status = 'pending'
+                         THEN now() + make_interval(secs => r.retry_delay)
+                         ELSE m.not_before END,
+       attempts = m.attempts - r.refund,
+       locked_by = NULL,
+       locked_until = NULL,
+       updated_at = now()
+  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
+              $7::float8[], $8::integer[])
+       AS r(id, attempts, status, error, provider, provider_message_id, retry_delay, refund)
+ WHERE m.id = r.id
+   AND m.status = 'sending'
+   AND m.locked_by = $9
+   AND m.attempts = r.attempts
+
+-- next_due(channel) --
+-- The earliest not_before among pending rows: one short index probe per priority.
+SELECT min(t.due)
+  FROM generate_series(0, 3) AS p(priority)
+ CROSS JOIN LATERAL (
+       SELECT not_before AS due
+         FROM outbox.message
+        WHERE status = 'pending' AND channel = $1 AND priority = p.priority
+        ORDER BY not_before
+        LIMIT 1) AS t
+
+-- reap_expired_leases(max_attempts, limit) --
+-- Returns rows whose worker vanished to pending (or failed once attempts are spent).
+WITH expired AS (
+    SELECT id
+      FROM outbox.message
+     WHERE status = 'sending' AND locked_until < now()
+     ORDER BY locked_until
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox.message m
+   SET status = CASE WHEN m.attempts >= $1 THEN 'failed' ELSE 'pending' END,
+       last_error = CASE WHEN m.attempts >= $1
+                         THEN 'attempts exhausted: the lease expired while sending (worker lost)'
+                         ELSE 'lease expired while sending (worker lost); retrying' END,
+       locked_by = NULL,
+       locked_until = NULL,
+       updated_at = now()
+  FROM expired
+ WHERE m.id = expired.id
+RETURNING m.id, m.status
+
+-- purge_messages(older_than_seconds, limit) --
+-- Deletes finished messages in small batches so the hot path is never blocked.
+WITH doomed AS (
+    SELECT id
+      FROM outbox.message
+     WHERE status IN ('sent', 'delivered', 'bounced', 'complained', 'failed',
+                      'suppressed', 'expired', 'cancelled')
+       AND updated_at < now() - make_interval(secs => $1)
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox.message m USING doomed WHERE m.id = doomed.id
+
+-- purge_events(older_than_seconds, limit) --
+WITH doomed AS (
+    SELECT id FROM outbox.event
+     WHERE created_at < now() - make_interval(secs => $1)
+     LIMIT $2
+)
+DELETE FROM outbox.event e USING doomed WHERE e.id = doomed.id
+
+-- requeue_ids(ids) --
+UPDATE outbox.message
+   SET status = 'pending', attempts = 0, not_before = now(), last_error = NULL,
+       locked_by = NULL, locked_until = NULL, updated_at = now()
+ WHERE id = ANY($1::bigint[])
+   AND status IN ('failed', 'expired', 'cancelled', 'suppressed')
+RETURNING id
+
+-- requeue_status(status, limit) --
+WITH picked AS (
+    SELECT id FROM outbox.message WHERE status = $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox.message m
+   SET status = 'pending', attempts = 0, not_before = now(), last_error = NULL,
+       locked_by = NULL, locked_until = NULL, updated_at = now()
+  FROM picked
+ WHERE m.id = picked.id
+RETURNING m.id
+
+-- wake() --
+SELECT pg_notify('outbox_message', '')
+
+-- counts_by_status() --
+SELECT channel, status, priority, count(*) AS n
+  FROM outbox.message
+ GROUP BY channel, status, priority
+ ORDER BY channel, status, priority
+
+-- oldest_pending() --
+SELECT channel, extract(epoch FROM now() - min(not_before))::float8 AS age_seconds
+  FROM outbox.message
+ WHERE status = 'pending' AND not_before <= now()
+ GROUP BY channel
+
+-- recent_activity(window_seconds) --
+SELECT channel,
+       count(*) FILTER (WHERE sent_at >= now() - make_interval(secs => $1)) AS sent,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+  FROM outbox.message
+ WHERE updated_at >= now() - make_interval(secs => $1)
+ GROUP BY channel
+
+-- pending_templates(limit) --
+SELECT channel, template, locale, min(id) AS sample_id, count(*) AS n
+  FROM outbox.message
+ WHERE status = 'pending'
+ GROUP BY channel, template, locale
+ ORDER BY n DESC
+ LIMIT $1
+
+-- message_by_id(id) --
+SELECT * FROM outbox.message WHERE id = $1
