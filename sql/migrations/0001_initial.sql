@@ -114,6 +114,7 @@ CREATE FUNCTION outbox.enqueue(
     locale          text        DEFAULT NULL
 ) RETURNS bigint
     LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     new_id bigint;
 BEGIN

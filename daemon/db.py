@@ -1,0 +1,84 @@
+"""Database connections: the DSN (or an embedded PostgreSQL), the pool, schema checks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from daemon.settings import Settings
+from outbox import errors, migrations
+
+logger = logging.getLogger(__name__)
+
+
+def embedded_dsn(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL under ``data_dir`` and return its DSN.
+
+    The server is shared by every outboxd process using the same directory and stops when
+    the last of them exits.
+    """
+    import pgserver  # imported lazily: only the embedded development default needs it
+
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    uri: str = server.get_uri()
+    return uri
+
+
+def resolve_dsn(settings: Settings) -> tuple[str, bool]:
+    """The DSN to use and whether it is the embedded server."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), False
+    return embedded_dsn(settings.data_dir), True
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Keep a stuck statement from holding a row lock forever; claims and completions are
+    # short by design.
+    await conn.execute("SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A pool whose connections are recycled after errors; raises DatabaseError on failure."""
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            max_inactive_connection_lifetime=300,
+            command_timeout=60,
+            **kwargs,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise errors.DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    return pool
+
+
+async def schema_status(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int | None, int]:
+    """(applied version or None, version this code expects)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c:
+            return await schema_status(c)
+    applied = await migrations.applied_versions(conn)
+    return (max(applied) if applied else None), migrations.latest_version()
+
+
+async def ensure_schema(pool: asyncpg.Pool, *, migrate: bool) -> None:
+    """Apply pending migrations, or check there are none; raise SchemaError otherwise."""
+    async with pool.acquire() as conn:
+        if migrate:
+            applied = await migrations.migrate(conn)
+            for m in applied:
+                logger.info("applied migration %04d_%s", m.version, m.name, extra={"action": "migrate"})
+            return
+        current, expected = await schema_status(conn)
+    if current != expected:
+        raise errors.SchemaError(
+            f"database schema is at version {current or 'none'}, this outboxd needs {expected}: "
+            "run `outboxd migrate`"
+        )

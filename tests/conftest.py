@@ -1,0 +1,111 @@
+"""Test PostgreSQL: OUTBOXD_TEST_DATABASE_URL, else testcontainers (when a Docker engine is
+reachable), else an embedded server (pgserver). A migrated template database is built once
+per session and cloned for every test that asks for ``database_url``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from outbox import migrations
+
+TEMPLATE_DB = "outboxd_test_template"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` pointing at database ``name`` (works for TCP and unix-socket DSNs)."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _docker_reachable() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+    except Exception:
+        return False
+    try:
+        client.ping()
+        return True
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _provision(tmp_dir: Path) -> Iterator[str]:
+    env_dsn = os.environ.get("OUTBOXD_TEST_DATABASE_URL")
+    if env_dsn:
+        yield env_dsn
+        return
+    if _docker_reachable():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_dir / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+async def _create_template(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(with_database(admin_dsn, TEMPLATE_DB))
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN with rights to create databases; the template is ready when it is yielded."""
+    with _provision(tmp_path_factory.mktemp("pg")) as dsn:
+        asyncio.run(_create_template(dsn))
+        yield dsn
+
+
+@pytest.fixture
+async def database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test."""
+    name = f"outboxd_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    yield with_database(postgres_admin_dsn, name)
+    conn = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
