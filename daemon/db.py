@@ -39,10 +39,14 @@ def resolve_dsn(settings: Settings) -> tuple[str, bool]:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Keep a stuck statement from holding a row lock forever; claims and completions are
     # short by design.
-    await conn.execute("SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'")
+    await conn.execute(
+        "SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'"
+    )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+) -> asyncpg.Pool:
     """A pool whose connections are recycled after errors; raises DatabaseError on failure."""
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -74,7 +78,9 @@ async def ensure_schema(pool: asyncpg.Pool, *, migrate: bool) -> None:
         if migrate:
             applied = await migrations.migrate(conn)
             for m in applied:
-                logger.info("applied migration %04d_%s", m.version, m.name, extra={"action": "migrate"})
+                logger.info(
+                    "applied migration %04d_%s", m.version, m.name, extra={"action": "migrate"}
+                )
             return
         current, expected = await schema_status(conn)
     if current != expected:

@@ -126,6 +126,10 @@ class Store:
         async with _translated("stats"):
             return list(await self.pool.fetch(sql.get("recent_activity"), float(window_seconds)))
 
+    async def feedback_rates(self, window_seconds: float) -> list[asyncpg.Record]:
+        async with _translated("stats"):
+            return list(await self.pool.fetch(sql.get("feedback_rates"), float(window_seconds)))
+
     async def pending_templates(self, limit: int = 100) -> list[asyncpg.Record]:
         async with _translated("pending templates"):
             return list(await self.pool.fetch(sql.get("pending_templates"), limit))
@@ -136,6 +140,34 @@ class Store:
                 sql.get("message_by_id"), message_id
             )
         return row
+
+    async def rate_init(self, channel: str, burst: float) -> None:
+        async with _translated("rate limit"):
+            await self.pool.execute(sql.get("rate_init"), channel, float(burst))
+
+    async def rate_take(
+        self, channel: str, want: int, rate: float, burst: float, recovery: float
+    ) -> tuple[int, float, float]:
+        """(granted tokens, tokens left over, effective rate)."""
+        async with _translated("rate limit"):
+            row = await self.pool.fetchrow(
+                sql.get("rate_take"), channel, want, float(rate), float(burst), float(recovery)
+            )
+        if row is None:
+            raise errors.DatabaseError(f"rate limit: no bucket for channel {channel!r}")
+        return int(row["granted"]), float(row["left_over"]), float(row["effective_rate"])
+
+    async def rate_give_back(self, channel: str, tokens: int, burst: float) -> None:
+        async with _translated("rate limit"):
+            await self.pool.execute(sql.get("rate_give_back"), channel, tokens, float(burst))
+
+    async def rate_backoff(self, channel: str, recovery: float, floor: float) -> float | None:
+        """Halve the channel's rate factor (at most once a second); the new factor or None."""
+        async with _translated("rate limit"):
+            factor: float | None = await self.pool.fetchval(
+                sql.get("rate_backoff"), channel, float(recovery), float(floor)
+            )
+        return factor
 
     async def schema_versions(self) -> list[int]:
         async with _translated("schema version"):
@@ -157,7 +189,12 @@ QUERY_NAMES = (
     "counts_by_status",
     "oldest_pending",
     "recent_activity",
+    "feedback_rates",
     "pending_templates",
     "message_by_id",
     "schema_versions",
+    "rate_init",
+    "rate_take",
+    "rate_give_back",
+    "rate_backoff",
 )

@@ -174,3 +174,60 @@ SELECT channel, template, locale, min(id) AS sample_id, count(*) AS n
 
 -- message_by_id(id) --
 SELECT * FROM outbox.message WHERE id = $1
+
+-- feedback_rates(window_seconds) --
+-- Bounce and complaint rates over messages sent in the window, per channel.
+SELECT channel,
+       count(*) AS sent,
+       count(*) FILTER (WHERE status = 'bounced') AS bounced,
+       count(*) FILTER (WHERE status = 'complained') AS complained
+  FROM outbox.message
+ WHERE sent_at >= now() - make_interval(secs => $1)
+ GROUP BY channel
+
+-- rate_init(channel, burst) --
+INSERT INTO outbox.rate_bucket (channel, tokens) VALUES ($1, $2)
+ON CONFLICT (channel) DO NOTHING
+
+-- rate_take(channel, want, rate, burst, recovery_per_second) --
+-- Refills the bucket for the time elapsed (at rate x current factor), grants up to `want`
+-- whole tokens, and reports the effective rate and the tokens left.
+WITH current AS (
+    SELECT b.channel,
+           least(1.0, b.factor + extract(epoch FROM clock_timestamp() - b.factor_at) * $5)
+               AS factor,
+           b.tokens,
+           extract(epoch FROM clock_timestamp() - b.updated_at) AS elapsed
+      FROM outbox.rate_bucket b
+     WHERE b.channel = $1
+       FOR UPDATE
+), refilled AS (
+    SELECT channel, factor, least($4::float8, tokens + elapsed * $3 * factor) AS available
+      FROM current
+), granted AS (
+    SELECT channel, factor, available,
+           greatest(0, least($2::integer, floor(available)::integer)) AS n
+      FROM refilled
+)
+UPDATE outbox.rate_bucket b
+   SET tokens = g.available - g.n,
+       updated_at = clock_timestamp()
+  FROM granted g
+ WHERE b.channel = g.channel
+RETURNING g.n AS granted, g.available - g.n AS left_over, $3 * g.factor AS effective_rate
+
+-- rate_give_back(channel, tokens, burst) --
+UPDATE outbox.rate_bucket
+   SET tokens = least($3::float8, tokens + $2)
+ WHERE channel = $1
+
+-- rate_backoff(channel, recovery_per_second, floor) --
+-- Multiplicative decrease, at most once per second however many sends were throttled.
+UPDATE outbox.rate_bucket
+   SET factor = greatest($3::float8,
+                         least(1.0, factor + extract(epoch FROM clock_timestamp() - factor_at) * $2)
+                         * 0.5),
+       factor_at = clock_timestamp()
+ WHERE channel = $1
+   AND factor_at < clock_timestamp() - interval '1 second'
+RETURNING factor

@@ -109,3 +109,11 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their settings explicitly; the developer's OUTBOXD_* never leak in."""
+    for name in list(os.environ):
+        if name.startswith("OUTBOXD_") and name != "OUTBOXD_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)

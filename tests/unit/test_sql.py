@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from outbox import migrations, sql, store
+
+
+def test_every_query_the_store_uses_exists() -> None:
+    missing = [name for name in store.QUERY_NAMES if name not in sql.queries()]
+    assert missing == []
+
+
+def test_every_query_is_used_by_the_store() -> None:
+    assert sorted(sql.queries()) == sorted(store.QUERY_NAMES)
+
+
+def test_parser_reads_names_and_parameters() -> None:
+    parsed = sql.parse_queries(
+        "-- header comment\n-- first(a, b) --\nSELECT $1, $2\n\n-- second --\nSELECT 1\n"
+    )
+    assert parsed["first"].params == ("a", "b")
+    assert parsed["first"].text == "SELECT $1, $2"
+    assert parsed["second"].text == "SELECT 1"
+
+
+def test_parser_rejects_duplicates_and_empty_queries() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        sql.parse_queries("-- a --\nSELECT 1\n-- a --\nSELECT 2\n")
+    with pytest.raises(ValueError, match="empty"):
+        sql.parse_queries("-- a --\n\n-- b --\nSELECT 1\n")
+
+
+def test_documented_parameter_counts_match_placeholders() -> None:
+    import re
+
+    for query in sql.queries().values():
+        used = {int(n) for n in re.findall(r"\$(\d+)", query.text)}
+        assert used == set(range(1, len(query.params) + 1)), query.name
+
+
+def test_migrations_are_numbered_in_order() -> None:
+    versions = [m.version for m in migrations.available()]
+    assert versions == sorted(versions)
+    assert versions[0] == 1
+    assert versions == list(range(1, len(versions) + 1))
