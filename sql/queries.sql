@@ -231,3 +231,57 @@ UPDATE outbox.rate_bucket
  WHERE channel = $1
    AND factor_at < clock_timestamp() - interval '1 second'
 RETURNING factor
+
+-- record_event(source, source_id, event_type, subtype, provider_message_id, recipient, payload, occurred_at) --
+-- Stores one feedback event once (deduplicated by its source id); returns nothing when it
+-- was seen before.
+INSERT INTO outbox.event
+    (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at)
+SELECT (SELECT m.id FROM outbox.message m WHERE m.provider_message_id = $5 ORDER BY m.id DESC LIMIT 1),
+       $1, $2, $3, $4, $6, $7::jsonb, $8
+ON CONFLICT (source, source_id, event_type) DO NOTHING
+RETURNING id, message_id
+
+-- advance_status(message_id, status) --
+-- Feedback moves a message forward only: sent -> delivered -> bounced -> complained.
+UPDATE outbox.message
+   SET status = $2, updated_at = now()
+ WHERE id = $1
+   AND array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], status)
+       < array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], $2::text)
+RETURNING id
+
+-- suppress(channel, recipient, reason, detail) --
+INSERT INTO outbox.suppression (channel, recipient, reason, detail)
+VALUES ($1, outbox.normalize_recipient($1, $2), $3, $4)
+ON CONFLICT (channel, recipient) DO UPDATE
+   SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, created_at = now()
+ WHERE outbox.suppression.reason = 'unsubscribe' AND EXCLUDED.reason IN ('bounce', 'complaint')
+RETURNING reason
+
+-- unsuppress(channel, recipient) --
+DELETE FROM outbox.suppression
+ WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2)
+
+-- transient_bounces(recipient, window_seconds) --
+SELECT count(*)
+  FROM outbox.event
+ WHERE recipient = lower($1) AND event_type = 'bounce' AND subtype = 'Transient'
+   AND created_at >= now() - make_interval(secs => $2)
+
+-- set_preference(channel, recipient, category, opted_out) --
+INSERT INTO outbox.preference (channel, recipient, category, opted_out)
+VALUES ($1, outbox.normalize_recipient($1, $2), $3, $4)
+ON CONFLICT (channel, recipient, category) DO UPDATE
+   SET opted_out = EXCLUDED.opted_out, updated_at = now()
+
+-- preferences(channel, recipient) --
+SELECT category, opted_out
+  FROM outbox.preference
+ WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2)
+ ORDER BY category
+
+-- suppression_of(channel, recipient) --
+SELECT reason, detail, created_at
+  FROM outbox.suppression
+ WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2)

@@ -53,6 +53,8 @@ CREATE TABLE outbox.event (
     source      text        NOT NULL,
     source_id   text        NOT NULL,
     event_type  text        NOT NULL,
+    -- bounce type (Permanent, Transient, Undetermined) or complaint feedback type
+    subtype     text,
     recipient   text,
     payload     jsonb       NOT NULL DEFAULT '{}',
     occurred_at timestamptz,
@@ -60,6 +62,7 @@ CREATE TABLE outbox.event (
     CONSTRAINT event_source_unique UNIQUE (source, source_id, event_type)
 );
 CREATE INDEX event_message_id_idx ON outbox.event (message_id);
+CREATE INDEX event_recipient_idx ON outbox.event (recipient, event_type) WHERE recipient IS NOT NULL;
 CREATE INDEX event_created_at_idx ON outbox.event (created_at);
 
 CREATE TABLE outbox.suppression (

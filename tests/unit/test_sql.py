@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from outbox import migrations, sql, store
+from outbox import feedback_store, migrations, sql, store
 
 
 def test_every_query_the_store_uses_exists() -> None:
@@ -10,8 +10,10 @@ def test_every_query_the_store_uses_exists() -> None:
     assert missing == []
 
 
-def test_every_query_is_used_by_the_store() -> None:
-    assert sorted(sql.queries()) == sorted(store.QUERY_NAMES)
+def test_every_query_is_used_by_a_store() -> None:
+    used = (*store.QUERY_NAMES, *feedback_store.QUERY_NAMES)
+    assert sorted(sql.queries()) == sorted(used)
+    assert all(name in sql.queries() for name in feedback_store.QUERY_NAMES)
 
 
 def test_parser_reads_names_and_parameters() -> None:
