@@ -39,27 +39,30 @@ class FeedbackStore:
         self, event: FeedbackEvent, *, source: str = "ses", transient_bounce_limit: int = 3
     ) -> FeedbackOutcome:
         """Record ``event`` once, advance the message status, suppress if it calls for it."""
-        async with _translated("record feedback"), self.pool.acquire() as conn:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    sql.get("record_event"),
-                    source,
-                    event.source_id,
-                    event.event_type,
-                    event.bounce_type or event.complaint_type,
-                    event.provider_message_id,
-                    event.recipient.lower() if event.recipient else None,
-                    json.dumps(event.payload),
-                    event.occurred_at,
-                )
-                if row is None:
-                    return FeedbackOutcome(duplicate=True)
-                message_id = row["message_id"]
-                status = _status_for(event)
-                if status is not None and message_id is not None:
-                    moved = await conn.fetchval(sql.get("advance_status"), message_id, status)
-                    status = status if moved else None
-                suppressed = await self._suppress_if_needed(conn, event, transient_bounce_limit)
+        async with (
+            _translated("record feedback"),
+            self.pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            row = await conn.fetchrow(
+                sql.get("record_event"),
+                source,
+                event.source_id,
+                event.event_type,
+                event.bounce_type or event.complaint_type,
+                event.provider_message_id,
+                event.recipient.lower() if event.recipient else None,
+                json.dumps(event.payload),
+                event.occurred_at,
+            )
+            if row is None:
+                return FeedbackOutcome(duplicate=True)
+            message_id = row["message_id"]
+            status = _status_for(event)
+            if status is not None and message_id is not None:
+                moved = await conn.fetchval(sql.get("advance_status"), message_id, status)
+                status = status if moved else None
+            suppressed = await self._suppress_if_needed(conn, event, transient_bounce_limit)
         return FeedbackOutcome(False, message_id, status, suppressed)
 
     async def _suppress_if_needed(
