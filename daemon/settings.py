@@ -25,6 +25,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from outbox import errors
 
 ENV_PREFIX = "OUTBOXD_"
+#: The file and null providers never wait on a network; this bounds a stuck disk.
+LOCAL_SEND_TIMEOUT = 2.0
 _SECRET_FIELDS = frozenset({"password", "secret_key", "database_url"})
 
 
@@ -128,6 +130,9 @@ class FeedbackSettings(_Section):
 
 class WorkerSettings(_Section):
     concurrency: int = Field(64, ge=1, le=10_000, description="Sends in flight per channel.")
+    processes: int = Field(
+        1, ge=1, le=64, description="Daemon processes `run` starts (one per core is sensible)."
+    )
     batch_size: int = Field(200, ge=1, le=10_000, description="Max rows per claim.")
     lease_seconds: float = Field(
         120.0, gt=0, description="How long a claimed row stays leased before it is reclaimed."
@@ -212,14 +217,37 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cross_field(self) -> Settings:
         # A lease shorter than one send lets another worker reclaim a row mid-send.
-        send_timeout = max(self.smtp.timeout, self.aws.timeout)
-        if self.worker.lease_seconds <= send_timeout * 2:
+        timeout = self.max_send_timeout
+        if self.worker.lease_seconds <= timeout * 2:
+            source = " and ".join(
+                sorted({self._timeout_variable(c) for c in ("email", "sms")} - {""})
+            )
             raise ValueError(
                 f"{ENV_PREFIX}WORKER__LEASE_SECONDS: {self.worker.lease_seconds:g} must exceed "
-                f"twice the send timeout ({send_timeout:g}s, from {ENV_PREFIX}SMTP__TIMEOUT "
-                f"and {ENV_PREFIX}AWS__TIMEOUT)"
+                f"twice the send timeout ({timeout:g}s, from {source})"
             )
         return self
+
+    def send_timeout(self, channel: str) -> float:
+        """Seconds one send through ``channel``'s provider may take."""
+        provider = self.email.provider if channel == "email" else self.sms.provider
+        if provider == "smtp":
+            return self.smtp.timeout
+        if provider in ("ses", "sns"):
+            return self.aws.timeout
+        return LOCAL_SEND_TIMEOUT
+
+    @property
+    def max_send_timeout(self) -> float:
+        return max(self.send_timeout("email"), self.send_timeout("sms"))
+
+    def _timeout_variable(self, channel: str) -> str:
+        provider = self.email.provider if channel == "email" else self.sms.provider
+        if provider == "smtp":
+            return f"{ENV_PREFIX}SMTP__TIMEOUT"
+        if provider in ("ses", "sns"):
+            return f"{ENV_PREFIX}AWS__TIMEOUT"
+        return f"the {provider} provider's {LOCAL_SEND_TIMEOUT:g}s"
 
     @property
     def file_dir(self) -> Path:

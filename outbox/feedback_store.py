@@ -100,6 +100,10 @@ class FeedbackStore:
         async with _translated("unsuppress"):
             await self.pool.execute(sql.get("unsuppress"), channel, recipient)
 
+    async def unsuppress_unsubscribed(self, channel: str, recipient: str) -> None:
+        async with _translated("unsuppress"):
+            await self.pool.execute(sql.get("unsuppress_unsubscribed"), channel, recipient)
+
     async def set_preference(
         self, channel: str, recipient: str, category: str, *, opted_out: bool
     ) -> None:
@@ -133,6 +137,7 @@ QUERY_NAMES = (
     "advance_status",
     "suppress",
     "unsuppress",
+    "unsuppress_unsubscribed",
     "transient_bounces",
     "set_preference",
     "preferences",

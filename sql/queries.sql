@@ -285,3 +285,8 @@ SELECT category, opted_out
 SELECT reason, detail, created_at
   FROM outbox.suppression
  WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2)
+
+-- unsuppress_unsubscribed(channel, recipient) --
+-- Lifts only a recipient's own unsubscribe, never a bounce or complaint suppression.
+DELETE FROM outbox.suppression
+ WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2) AND reason = 'unsubscribe'

@@ -119,9 +119,7 @@ async def test_enqueue_many_copies_and_skips_known_idempotency_keys(pool: asyncp
     await enqueue(
         pool, channel="email", recipient="x@example.com", template="t", idempotency_key="dup"
     )
-    batch = [
-        NewMessage("email", f"user{i}@example.com", "welcome", {"i": i}) for i in range(500)
-    ]
+    batch = [NewMessage("email", f"user{i}@example.com", "welcome", {"i": i}) for i in range(500)]
     batch.append(NewMessage("email", "y@example.com", "t", idempotency_key="dup"))
     batch.append(NewMessage("email", "z@example.com", "t", idempotency_key="new"))
     batch.append(NewMessage("email", "z@example.com", "t", idempotency_key="new"))
@@ -185,9 +183,7 @@ async def test_concurrent_claims_never_overlap(pool: asyncpg.Pool) -> None:
 
 
 async def test_completion_is_guarded_by_the_lease(pool: asyncpg.Pool) -> None:
-    message_id = await enqueue(
-        pool, channel="email", recipient="a@example.com", template="t"
-    )
+    message_id = await enqueue(pool, channel="email", recipient="a@example.com", template="t")
     store = Store(pool)
     [first] = await store.claim("email", 1, "w1", 60)
     # The lease runs out and the reaper hands the row to another worker.
@@ -211,9 +207,7 @@ async def test_completion_is_guarded_by_the_lease(pool: asyncpg.Pool) -> None:
 
 async def test_retry_and_refund_are_written_in_one_batch(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await enqueue_many(
-            conn, [NewMessage("email", f"u{i}@example.com", "t") for i in range(3)]
-        )
+        await enqueue_many(conn, [NewMessage("email", f"u{i}@example.com", "t") for i in range(3)])
     store = Store(pool)
     a, b, c = await store.claim("email", 3, "w", 60)
     written = await store.complete_many(
@@ -271,18 +265,14 @@ async def test_claim_reports_suppression_and_opt_out(pool: asyncpg.Pool) -> None
         ("picky@example.com", "transactional", None),
     ]
     for recipient, category, _ in cases:
-        await enqueue(
-            pool, channel="email", recipient=recipient, template="t", category=category
-        )
+        await enqueue(pool, channel="email", recipient=recipient, template="t", category=category)
     claimed = sorted(await Store(pool).claim("email", 10, "w", 60), key=lambda m: m.id)
     assert [m.suppressed_reason for m in claimed] == [expected for *_, expected in cases]
 
 
 async def test_purge_deletes_only_old_finished_rows(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await enqueue_many(
-            conn, [NewMessage("email", f"u{i}@example.com", "t") for i in range(5)]
-        )
+        await enqueue_many(conn, [NewMessage("email", f"u{i}@example.com", "t") for i in range(5)])
     await pool.execute(
         "UPDATE outbox.message SET status = 'sent', updated_at = now() - interval '10 days' "
         "WHERE id IN (SELECT id FROM outbox.message ORDER BY id LIMIT 3)"

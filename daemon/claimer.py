@@ -1,0 +1,241 @@
+"""The claim loop of one channel: claims only as many rows as it has free send slots.
+
+It sleeps until a NOTIFY arrives, a retry or scheduled message becomes due, or the
+(jittered) poll interval passes; it never holds a row lock while a send runs: the claim
+commits the lease, sends run as tasks, and the completer writes the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+
+from daemon import metrics
+from daemon.completer import Completer
+from daemon.dispatch import Dispatcher, interrupted
+from daemon.ratelimit import RateLimiter
+from daemon.settings import WorkerSettings
+from outbox import errors
+from outbox.models import Message, Status
+from outbox.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: Claim nothing while this many results per slot wait to be written (backpressure).
+_COMPLETER_BACKLOG_PER_SLOT = 4
+
+
+class Lane:
+    """Claims and delivers the messages of one channel."""
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        completer: Completer,
+        worker: WorkerSettings,
+        worker_id: str,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.channel = channel
+        self.store = store
+        self.dispatcher = dispatcher
+        self.completer = completer
+        self.worker = worker
+        self.worker_id = worker_id
+        self.limiter = limiter
+        self.in_flight: set[asyncio.Task[None]] = set()
+        # _event interrupts a sleep; _woken says whether to claim (True) or only to
+        # recompute the sleep because a nearer retry was scheduled (False).
+        self._event = asyncio.Event()
+        self._woken = False
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._wake_at: float | None = None
+        #: Monotonic time of the last successful claim query (readiness, watchdog).
+        self.heartbeat = time.monotonic()
+
+    # -- signals from outside ---------------------------------------------------------
+    def wake(self) -> None:
+        """New rows may be due (NOTIFY arrived, or a reconnect may have missed one)."""
+        self._woken = True
+        self._event.set()
+
+    def wake_in(self, seconds: float) -> None:
+        """Make sure the loop looks again after ``seconds`` (a retry becomes due)."""
+        at = time.monotonic() + max(seconds, 0.0)
+        if self._wake_at is None or at < self._wake_at:
+            self._wake_at = at
+            self._event.set()
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight sends go on (see :meth:`drain`)."""
+        self._stopping.set()
+        self.wake()
+        self._slot_freed.set()
+        if self.limiter is not None:
+            self.limiter.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- the loop ----------------------------------------------------------------------
+    async def run(self, *, until_empty: bool = False) -> None:
+        """Claim and dispatch until stopped (or, with ``until_empty``, until drained)."""
+        concurrency = self.worker.concurrency
+        batch_size = self.worker.batch_size
+        # After a full claim, wait for a worthwhile number of free slots instead of
+        # claiming one row per round trip.
+        refill = max(1, min(batch_size, concurrency) // 4)
+        backlog = False
+        db_failures = 0
+        while not self.stopping:
+            free = concurrency - len(self.in_flight)
+            if free <= 0 or (backlog and free < refill) or self._completer_congested():
+                await self._wait_for_slot()
+                continue
+            want = min(free, batch_size)
+            if self.limiter is not None:
+                want = await self.limiter.acquire(want)
+                if not want:
+                    break
+            self._woken = False
+            started = time.perf_counter()
+            try:
+                messages = await self.store.claim(
+                    self.channel, want, self.worker_id, self.worker.lease_seconds
+                )
+            except errors.DatabaseError as exc:
+                if self.limiter is not None:
+                    await self._give_back(want)
+                db_failures += 1
+                delay = min(0.2 * 2**db_failures, 10.0)
+                logger.warning(
+                    "claim failed, retrying in %.1fs: %s", delay, exc,
+                    extra={"action": "claim", "channel": self.channel},
+                )  # fmt: skip
+                await self._sleep_until(time.monotonic() + delay)
+                continue
+            db_failures = 0
+            self.heartbeat = time.monotonic()
+            metrics.CLAIM_SECONDS.labels(self.channel).observe(time.perf_counter() - started)
+            if self.limiter is not None and len(messages) < want:
+                await self._give_back(want - len(messages))
+            if messages:
+                metrics.CLAIMED.labels(self.channel).inc(len(messages))
+                for message in messages:
+                    self._spawn(message)
+            backlog = len(messages) == want
+            if backlog:
+                continue
+            if until_empty:
+                if await self._drained():
+                    return
+                continue
+            await self._wait_for_work()
+
+    async def _drained(self) -> bool:
+        """Drain mode: true once nothing is in flight, written or due soon."""
+        if self.in_flight:
+            await self._wait_for_slot()
+            return False
+        await self.completer.wait_idle()
+        due = await self._next_due_delay()
+        if due is None or due > self.worker.poll_interval:
+            return True
+        await self._sleep_until(time.monotonic() + due)
+        return False
+
+    async def _wait_for_slot(self) -> None:
+        self._slot_freed.clear()
+        try:
+            async with asyncio.timeout(self.worker.poll_interval):
+                await self._slot_freed.wait()
+        except TimeoutError:
+            # All slots busy with slow sends is healthy: the loop itself is alive.
+            self.heartbeat = time.monotonic()
+
+    async def _give_back(self, unused: int) -> None:
+        assert self.limiter is not None
+        with contextlib.suppress(errors.DatabaseError):  # tokens refill with time anyway
+            await self.limiter.release(unused)
+
+    def _completer_congested(self) -> bool:
+        return self.completer.backlog > self.worker.concurrency * _COMPLETER_BACKLOG_PER_SLOT
+
+    def _spawn(self, message: Message) -> None:
+        task = asyncio.create_task(self._deliver(message), name=f"deliver-{message.id}")
+        self.in_flight.add(task)
+        task.add_done_callback(self._done)
+        metrics.IN_FLIGHT.labels(self.channel).set(len(self.in_flight))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        metrics.IN_FLIGHT.labels(self.channel).set(len(self.in_flight))
+        self._slot_freed.set()
+
+    async def _deliver(self, message: Message) -> None:
+        try:
+            completion = await self.dispatcher.deliver(message)
+        except asyncio.CancelledError:
+            self.completer.add(interrupted(message))
+            raise
+        if completion.status is Status.PENDING:
+            self.wake_in(completion.retry_delay + 0.05)
+        self.completer.add(completion)
+
+    async def _next_due_delay(self) -> float | None:
+        try:
+            due = await self.store.next_due(self.channel)
+        except errors.DatabaseError:
+            return self.worker.poll_interval
+        if due is None:
+            return None
+        return max((due - datetime.now(UTC)).total_seconds(), 0.0)
+
+    async def _wait_for_work(self) -> None:
+        # Poll with jitter so that several daemons do not query in lockstep.
+        timeout = self.worker.poll_interval * random.uniform(0.8, 1.2)
+        due = await self._next_due_delay()
+        if due is not None:
+            timeout = min(timeout, due + 0.01)
+        await self._sleep_until(time.monotonic() + timeout, honour_retries=True)
+
+    async def _sleep_until(self, deadline: float, *, honour_retries: bool = False) -> None:
+        """Sleep until ``deadline``, or earlier for NOTIFY, stop or a nearer retry."""
+        while not self._woken:
+            now = time.monotonic()
+            until = deadline
+            if honour_retries and self._wake_at is not None:
+                until = min(until, self._wake_at)
+            if until <= now:
+                break
+            self._event.clear()
+            try:
+                async with asyncio.timeout(until - now):
+                    await self._event.wait()
+            except TimeoutError:
+                break
+        if self._wake_at is not None and self._wake_at <= time.monotonic():
+            self._wake_at = None
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Wait up to ``grace_seconds`` for in-flight sends; cancel the rest.
+
+        Returns how many sends were cancelled (their rows go back to pending).
+        """
+        if not self.in_flight:
+            return 0
+        _, still_running = await asyncio.wait(set(self.in_flight), timeout=grace_seconds)
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            await asyncio.gather(*still_running, return_exceptions=True)
+        return len(still_running)

@@ -1,0 +1,227 @@
+"""Delivers one claimed message: checks, render, send, and the decision about the result.
+
+Every outcome, including bugs in a provider, becomes a :class:`~outbox.store.Completion`;
+nothing raised here can stop the daemon or another message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from outbox.render import Renderer
+
+from daemon import metrics, recipients
+from daemon.providers.base import Provider
+from daemon.retry import backoff_delay
+from daemon.settings import WorkerSettings
+from outbox import errors
+from outbox.models import Channel, Message, Rendered, Status
+from outbox.store import Completion
+
+logger = logging.getLogger(__name__)
+
+#: How long a throttled message waits when the provider gives no hint.
+THROTTLE_DELAY_SECONDS = 1.0
+#: How long a message waits while its channel is paused (the circuit probes sooner).
+PAUSED_DELAY_SECONDS = 60.0
+
+#: Builds the extra template context and email headers for a message (unsubscribe links).
+LinkBuilder = Callable[[Message], tuple[Mapping[str, Any], Mapping[str, str]]]
+
+
+def _no_links(message: Message) -> tuple[Mapping[str, Any], Mapping[str, str]]:
+    return {}, {}
+
+
+_VALIDATORS = {
+    Channel.EMAIL.value: recipients.validate_email,
+    Channel.SMS.value: recipients.validate_phone,
+}
+
+
+class Dispatcher:
+    """Turns a claimed :class:`Message` into a :class:`Completion`."""
+
+    def __init__(
+        self,
+        *,
+        renderer: Renderer,
+        providers: Mapping[str, Provider],
+        worker: WorkerSettings,
+        send_timeout: float,
+        links: LinkBuilder = _no_links,
+        on_paused: Callable[[str, str], None] | None = None,
+        on_throttled: Callable[[str], None] | None = None,
+    ) -> None:
+        self.renderer = renderer
+        self.providers = providers
+        self.worker = worker
+        self.send_timeout = send_timeout
+        self.links = links
+        self.on_paused = on_paused
+        self.on_throttled = on_throttled
+
+    async def deliver(self, message: Message) -> Completion:
+        """Run every step for one message and decide what happens to it."""
+        provider = self.providers[message.channel]
+        try:
+            rendered = self.prepare(message)
+            started = time.perf_counter()
+            async with asyncio.timeout(self.send_timeout):
+                receipt = await provider.send(message, rendered)
+            metrics.SEND_SECONDS.labels(message.channel, provider.name).observe(
+                time.perf_counter() - started
+            )
+        except _Finished as done:
+            return done.completion
+        except errors.OutboxError as exc:
+            return self._failed(message, provider.name, exc)
+        except TimeoutError:
+            return self._failed(
+                message,
+                provider.name,
+                errors.TransientError(f"{provider.name}: no answer within {self.send_timeout:g}s"),
+            )
+        except Exception as exc:  # a provider bug must not take the daemon down
+            logger.exception(
+                "unexpected error from provider",
+                extra={"action": "send", "message_id": message.id, "provider": provider.name},
+            )
+            return self._failed(
+                message,
+                provider.name,
+                errors.TransientError(f"unexpected {type(exc).__name__}: {exc}"),
+            )
+        metrics.SENT.labels(message.channel, provider.name).inc()
+        return Completion(
+            message.id,
+            message.attempts,
+            Status.SENT,
+            provider=receipt.provider,
+            provider_message_id=receipt.provider_message_id,
+        )
+
+    def prepare(self, message: Message) -> Rendered:
+        """Checks before sending, then render; raises _Finished or an OutboxError."""
+        if message.expires_at is not None and message.expires_at <= datetime.now(UTC):
+            metrics.EXPIRED.labels(message.channel).inc()
+            raise _Finished(
+                Completion(
+                    message.id,
+                    message.attempts,
+                    Status.EXPIRED,
+                    error=f"expired at {message.expires_at.isoformat()} before it could be sent",
+                )
+            )
+        if message.suppressed_reason is not None:
+            metrics.SUPPRESSED.labels(message.channel).inc()
+            raise _Finished(
+                Completion(
+                    message.id, message.attempts, Status.SUPPRESSED, error=message.suppressed_reason
+                )
+            )
+        _VALIDATORS[message.channel](message.recipient)
+        extra_context, headers = self.links(message)
+        context = {
+            **message.context,
+            **extra_context,
+            "recipient": message.recipient,
+            "message_id": message.id,
+        }
+        rendered = self.renderer.render(
+            channel=message.channel,
+            template=message.template,
+            context=context,
+            locale=message.locale,
+        )
+        if headers:
+            rendered = Rendered(
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                sms=rendered.sms,
+                headers={**rendered.headers, **headers},
+            )
+        return rendered
+
+    def _failed(self, message: Message, provider: str, exc: errors.OutboxError) -> Completion:
+        reason = exc.reason
+        log_extra = {
+            "action": "send",
+            "message_id": message.id,
+            "provider": provider,
+            "channel": message.channel,
+            "error": reason,
+        }
+        if isinstance(exc, errors.ChannelPaused):
+            metrics.RETRIED.labels(message.channel, provider, "paused").inc()
+            if self.on_paused is not None:
+                self.on_paused(message.channel, reason)
+            delay = exc.retry_after or PAUSED_DELAY_SECONDS
+            return Completion(
+                message.id, message.attempts, Status.PENDING, error=reason, provider=provider,
+                retry_delay=delay, refund=True,
+            )  # fmt: skip
+        if isinstance(exc, errors.Throttled):
+            metrics.RETRIED.labels(message.channel, provider, "throttled").inc()
+            if self.on_throttled is not None:
+                self.on_throttled(message.channel)
+            delay = exc.retry_after or THROTTLE_DELAY_SECONDS
+            return Completion(
+                message.id, message.attempts, Status.PENDING, error=reason, provider=provider,
+                retry_delay=delay, refund=True,
+            )  # fmt: skip
+        if isinstance(exc, errors.TransientError):
+            if message.attempts >= self.worker.max_attempts:
+                metrics.FAILED.labels(message.channel, provider, "exhausted").inc()
+                logger.warning("attempts exhausted", extra=log_extra)
+                return Completion(
+                    message.id, message.attempts, Status.FAILED, provider=provider,
+                    error=f"attempts exhausted ({message.attempts}): {reason}",
+                )  # fmt: skip
+            metrics.RETRIED.labels(message.channel, provider, "transient").inc()
+            delay = exc.retry_after or backoff_delay(
+                message.attempts,
+                base=self.worker.retry_base_seconds,
+                cap=self.worker.retry_max_seconds,
+            )
+            logger.info("transient failure, retrying in %.1fs", delay, extra=log_extra)
+            return Completion(
+                message.id, message.attempts, Status.PENDING, error=reason, provider=provider,
+                retry_delay=delay,
+            )  # fmt: skip
+        kind = (
+            "template"
+            if isinstance(exc, errors.TemplateError)
+            else "invalid_recipient"
+            if isinstance(exc, errors.InvalidRecipient)
+            else "permanent"
+        )
+        metrics.FAILED.labels(message.channel, provider, kind).inc()
+        logger.warning("permanent failure", extra=log_extra)
+        return Completion(
+            message.id, message.attempts, Status.FAILED, error=reason, provider=provider
+        )
+
+
+class _Finished(Exception):
+    """Delivery ended before sending (expired, suppressed) with this completion."""
+
+    def __init__(self, completion: Completion) -> None:
+        super().__init__(completion.status)
+        self.completion = completion
+
+
+def interrupted(message: Message) -> Completion:
+    """The completion for a send cut off by shutdown: retried at once, attempt counted."""
+    return Completion(
+        message.id,
+        message.attempts,
+        Status.PENDING,
+        error="interrupted by shutdown while sending; it may have been sent",
+    )

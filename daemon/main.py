@@ -1,0 +1,275 @@
+"""The daemon's lifecycle: one AsyncExitStack owns resources, one TaskGroup owns loops.
+
+Shutdown is by event, not cancellation: stop claiming, let in-flight sends finish within
+the grace period (then cancel them), write every result, close resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from daemon import db, metrics, providers, sdnotify, unsubscribe
+from daemon.claimer import Lane
+from daemon.completer import Completer
+from daemon.dispatch import Dispatcher, LinkBuilder
+from daemon.listener import Listener
+from daemon.providers.base import Provider
+from daemon.ratelimit import RateLimiter
+from daemon.reaper import Reaper
+from daemon.settings import Settings
+from outbox import errors, resources
+from outbox.models import Channel
+from outbox.render import Renderer
+from outbox.store import Completion, Store
+
+logger = logging.getLogger(__name__)
+
+
+def make_worker_id() -> str:
+    """Unique per process: host, pid and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def templates_dir(settings: Settings) -> Path:
+    return settings.templates_dir or resources.bundled_templates_dir()
+
+
+def unsubscribe_keys(settings: Settings) -> list[bytes]:
+    """The configured HMAC keys, or a development key kept under the data dir."""
+    if settings.secret_key:
+        return [key.get_secret_value().encode() for key in settings.secret_key]
+    return [unsubscribe.load_or_create_key(settings.data_dir)]
+
+
+def public_url(settings: Settings) -> str:
+    """Base URL of unsubscribe links: OUTBOXD_PUBLIC_URL, else this daemon's own address."""
+    if settings.public_url is not None:
+        return str(settings.public_url).rstrip("/")
+    return f"http://{settings.http.host}:{settings.http.port}"
+
+
+class Daemon:
+    """One outboxd process: claim loops per channel, completer, reaper, listener, HTTP."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dsn: str,
+        worker_id: str | None = None,
+        provider_overrides: Mapping[str, Provider] | None = None,
+        links: LinkBuilder | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.worker_id = worker_id or make_worker_id()
+        self.provider_overrides = dict(provider_overrides or {})
+        self.unsubscribe_keys = unsubscribe_keys(settings)
+        self.links: LinkBuilder = links or unsubscribe.Links(
+            public_url=public_url(settings),
+            keys=self.unsubscribe_keys,
+            mailto=settings.email.list_unsubscribe_mailto,
+        )
+        self.lanes: dict[str, Lane] = {}
+        self.completer: Completer | None = None
+        self.store: Store | None = None
+        self.listener: Listener | None = None
+        self.paused: dict[str, str] = {}
+        self.limiters: dict[str, RateLimiter] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.started = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.completion_listeners: list[Callable[[Sequence[Completion]], None]] = []
+        self.http_port: int | None = None
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self.stopping.is_set():
+            logger.info(
+                "stopping: no new claims, finishing in-flight sends", extra={"action": "stop"}
+            )
+            sdnotify.stopping()
+            self.stopping.set()
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the slowest claim loop last completed a cycle."""
+        if not self.lanes:
+            return float("inf")
+        oldest = min(lane.heartbeat for lane in self.lanes.values())
+        return time.monotonic() - oldest
+
+    def _on_paused(self, channel: str, reason: str) -> None:
+        self.paused[channel] = reason
+        metrics.CHANNEL_PAUSED.labels(channel).set(1)
+
+    def _on_throttled(self, channel: str) -> None:
+        limiter = self.limiters.get(channel)
+        if limiter is None:
+            return
+        task = asyncio.create_task(self._backoff(limiter))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _backoff(limiter: RateLimiter) -> None:
+        try:
+            await limiter.throttled()
+        except errors.DatabaseError as exc:
+            logger.warning("could not record throttling: %s", exc)
+
+    async def _limiter(self, store: Store, channel: str, provider: Provider) -> RateLimiter | None:
+        """The channel's cluster-wide limiter: the configured rate, else the provider's."""
+        rate = self.settings.email.rate if channel == "email" else self.settings.sms.rate
+        if not rate:
+            account_rate = getattr(provider, "max_send_rate", None)
+            if account_rate is not None:
+                rate = await account_rate() or 0.0
+                if rate:
+                    logger.info("%s: using the account's max send rate %.1f/s", channel, rate)
+        if not rate:
+            return None
+        limiter = RateLimiter(store, channel, rate)
+        await limiter.start()
+        return limiter
+
+    def _wake_all(self) -> None:
+        for lane in self.lanes.values():
+            lane.wake()
+
+    async def run(self, *, until_empty: bool = False) -> None:
+        """Run until :meth:`request_stop` (or, with ``until_empty``, until drained)."""
+        settings = self.settings
+        async with AsyncExitStack() as stack:
+            pool = await db.create_pool(self.dsn, min_size=2, max_size=8)
+            stack.push_async_callback(pool.close)
+            await db.ensure_schema(pool, migrate=settings.migrate_on_start)
+            self.store = store = Store(pool)
+
+            channel_providers: dict[str, Provider] = {
+                Channel.EMAIL.value: self.provider_overrides.get("email")
+                or providers.build_email(settings),
+                Channel.SMS.value: self.provider_overrides.get("sms")
+                or providers.build_sms(settings),
+            }
+            for provider in channel_providers.values():
+                await stack.enter_async_context(provider)
+
+            renderer = Renderer(templates_dir(settings), brand=settings.brand)
+            self.completer = completer = Completer(store, self.worker_id)
+            completer.listeners.extend(self.completion_listeners)
+            dispatcher = Dispatcher(
+                renderer=renderer,
+                providers=channel_providers,
+                worker=settings.worker,
+                send_timeout=settings.max_send_timeout,
+                on_paused=self._on_paused,
+                on_throttled=self._on_throttled,
+                links=self.links,
+            )
+            for channel, provider in channel_providers.items():
+                limiter = await self._limiter(store, channel, provider)
+                if limiter is not None:
+                    self.limiters[channel] = limiter
+                self.lanes[channel] = Lane(
+                    channel,
+                    store=store,
+                    dispatcher=dispatcher,
+                    completer=completer,
+                    worker=settings.worker,
+                    worker_id=self.worker_id,
+                    limiter=limiter,
+                )
+            reaper = Reaper(store, settings.worker)
+            reaper.on_reaped.append(self._wake_all)
+            self.listener = listener = Listener(self.dsn, self._wake_all)
+
+            if settings.http.enabled and not until_empty:
+                from daemon import web
+
+                self.http_port = await web.start(stack, self)
+
+            metrics.BUILD_INFO.info({"version": _version(), "worker": self.worker_id})
+            logger.info(
+                "outboxd running: email via %s, sms via %s",
+                channel_providers["email"].name,
+                channel_providers["sms"].name,
+                extra={"action": "start"},
+            )
+            sdnotify.ready()
+            self.started.set()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(completer.run(), name="completer")
+                    group.create_task(reaper.run(), name="reaper")
+                    group.create_task(listener.run(), name="listener")
+                    group.create_task(self._watchdog(), name="watchdog")
+                    lane_tasks = [
+                        group.create_task(lane.run(until_empty=until_empty), name=f"lane-{name}")
+                        for name, lane in self.lanes.items()
+                    ]
+                    group.create_task(
+                        self._shutdown(lane_tasks, reaper, until_empty), name="shutdown"
+                    )
+            finally:
+                self.stopping.set()
+
+    async def _shutdown(
+        self, lane_tasks: list[asyncio.Task[None]], reaper: Reaper, until_empty: bool
+    ) -> None:
+        if until_empty:
+            lanes_done: asyncio.Future[Any] = asyncio.gather(*lane_tasks, return_exceptions=True)
+            stop_requested: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait({lanes_done, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            stop_requested.cancel()
+        else:
+            await self.stopping.wait()
+        self.stopping.set()
+        for lane in self.lanes.values():
+            lane.stop()
+        grace = self.settings.worker.grace_seconds
+        cancelled = await asyncio.gather(*(lane.drain(grace) for lane in self.lanes.values()))
+        if sum(cancelled):
+            logger.warning(
+                "cancelled %d sends still running after the %.0fs grace period; "
+                "they will be retried",
+                sum(cancelled),
+                grace,
+                extra={"action": "stop"},
+            )
+        assert self.completer is not None
+        self.completer.stop()
+        reaper.stop()
+        assert self.listener is not None
+        self.listener.stop()
+
+    async def _watchdog(self) -> None:
+        """Tell systemd we are alive only while the claim loops are."""
+        interval = sdnotify.watchdog_interval()
+        limit = max(self.settings.worker.poll_interval * 3, 30.0)
+        while not self.stopping.is_set():
+            age = self.heartbeat_age()
+            metrics.HEARTBEAT.set(time.time() - age)
+            if interval is not None and age < limit:
+                sdnotify.watchdog()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout((interval or 10.0) / 2):
+                    await self.stopping.wait()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("outboxd")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,69 @@
+"""Several daemon processes from one ``outboxd run``.
+
+One process tops out near a core (rendering, MIME, the AWS SDK are CPU-bound Python), so
+``--processes N`` starts N-1 children beside the parent's own daemon. SKIP LOCKED keeps
+them from sending a row twice. Only the parent serves HTTP and talks to systemd; it
+forwards SIGTERM/SIGINT to the children and stops everything if one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+logger = logging.getLogger(__name__)
+
+CHILD_FLAG = "--child"
+
+
+def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    env = dict(parent)
+    env.pop("NOTIFY_SOCKET", None)  # only the main process may notify systemd
+    env.pop("WATCHDOG_USEC", None)
+    env["OUTBOXD_HTTP__ENABLED"] = "false"
+    env["OUTBOXD_WORKER__PROCESSES"] = "1"
+    env["OUTBOXD_MIGRATE_ON_START"] = "false"  # the parent migrated before starting us
+    return env
+
+
+class Children:
+    """The child processes, started and stopped as a group."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        env = child_environment(os.environ)
+        for _ in range(self.count):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "daemon.cli", "run", CHILD_FLAG, env=env
+            )
+            self.procs.append(proc)
+        logger.info("started %d child processes", self.count, extra={"action": "start"})
+
+    async def wait_any(self) -> int:
+        """Wait until a child exits; its exit code."""
+        waits = [asyncio.ensure_future(proc.wait()) for proc in self.procs]
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return next(iter(done)).result()
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signum)
+
+    async def stop(self, grace: float) -> None:
+        self.signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(proc.wait() for proc in self.procs))
+        except TimeoutError:
+            self.signal(signal.SIGKILL)
+            await asyncio.gather(*(proc.wait() for proc in self.procs))

@@ -1,0 +1,129 @@
+"""SMTP through a pool of persistent aiosmtplib connections.
+
+Connections are opened lazily up to ``pool_size``, reused across sends (a TLS handshake
+and AUTH per message would dominate the cost), and discarded after any error. A
+connection the server closed while idle is reopened once, before anything was accepted.
+Replies decide the outcome: 4xx transient, 5xx permanent; connection trouble transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+from types import TracebackType
+
+import aiosmtplib
+
+from daemon import mime
+from daemon.recipients import mask
+from daemon.settings import SmtpSettings, SmtpTls
+from outbox import errors
+from outbox.models import Message, Receipt, Rendered
+
+logger = logging.getLogger(__name__)
+
+
+def classify(exc: Exception) -> errors.OutboxError:
+    """The decision for an aiosmtplib error."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        first = exc.recipients[0]
+        return _by_code(first.code, f"recipient refused: {first.code} {first.message}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(
+        exc, aiosmtplib.SMTPServerDisconnected
+    ):
+        return _by_code(exc.code, f"{exc.code} {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return errors.TransientError(f"SMTP authentication failed: {exc}")
+    return errors.TransientError(f"SMTP {type(exc).__name__}: {exc}")
+
+
+def _by_code(code: int, text: str) -> errors.OutboxError:
+    if 500 <= code < 600:
+        return errors.PermanentError(f"SMTP {text}")
+    return errors.TransientError(f"SMTP {text}")
+
+
+class SmtpProvider:
+    name = "smtp"
+    channel = "email"
+
+    def __init__(self, settings: SmtpSettings, *, sender: str, reply_to: str | None = None) -> None:
+        self.settings = settings
+        self.sender = sender
+        self.reply_to = reply_to
+        self.envelope_from = email.utils.parseaddr(sender)[1]
+        self.domain = mime.sender_domain(sender)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.pool_size)
+        #: Connections opened so far (tests and metrics read it).
+        self.connections_opened = 0
+
+    async def __aenter__(self) -> SmtpProvider:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            try:
+                await asyncio.wait_for(client.quit(), 2)
+            except Exception:  # closing politely is best effort
+                client.close()
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            timeout=s.timeout,
+            use_tls=s.tls == SmtpTls.TLS,
+            start_tls=s.tls == SmtpTls.STARTTLS,
+            validate_certs=s.validate_certs,
+        )
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = self._new_client()
+        await client.connect()
+        self.connections_opened += 1
+        return client
+
+    async def send(self, message: Message, rendered: Rendered) -> Receipt:
+        data = mime.build_email(message, rendered, sender=self.sender, reply_to=self.reply_to)
+        async with self._slots:
+            reused = bool(self._idle)
+            client = self._idle.pop() if reused else None
+            try:
+                if client is None or not client.is_connected:
+                    client = await self._connect()
+                    reused = False
+                try:
+                    await client.sendmail(self.envelope_from, [message.recipient], data)
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not reused:
+                        raise
+                    # The server dropped the idle connection before MAIL FROM: reopen once.
+                    client.close()
+                    client = await self._connect()
+                    await client.sendmail(self.envelope_from, [message.recipient], data)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                if client is not None:
+                    client.close()
+                decision = classify(exc) if isinstance(exc, Exception) else errors.TransientError()
+                logger.debug(
+                    "SMTP send failed: %s", decision.reason,
+                    extra={"message_id": message.id, "recipient": mask(message.recipient)},
+                )  # fmt: skip
+                raise decision from exc
+            except BaseException:
+                if client is not None:
+                    client.close()
+                raise
+            self._idle.append(client)
+        return Receipt(self.name, mime.message_id(message, self.domain))

@@ -1,0 +1,101 @@
+"""Maintenance: returns expired leases, purges old rows, refreshes queue gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from daemon import metrics
+from daemon.settings import WorkerSettings
+from outbox import errors
+from outbox.store import Store
+
+logger = logging.getLogger(__name__)
+
+_GAUGE_INTERVAL_SECONDS = 15.0
+_PURGE_BATCH = 1000
+
+
+class Reaper:
+    def __init__(self, store: Store, worker: WorkerSettings) -> None:
+        self.store = store
+        self.worker = worker
+        self._stopping = asyncio.Event()
+        self._gauges_at = 0.0
+        #: Called when rows went back to pending, so the claimers look at once.
+        self.on_reaped: list[Callable[[], None]] = []
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.sweep()
+            except errors.DatabaseError as exc:
+                logger.warning("maintenance sweep failed: %s", exc, extra={"action": "reap"})
+            interval = self.worker.reap_interval * random.uniform(0.8, 1.2)
+            try:
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    async def sweep(self) -> int:
+        """One pass; returns how many leases were reaped."""
+        reaped = await self.reap_leases()
+        if self.worker.retention_days is not None:
+            await self.purge(self.worker.retention_days * 86400)
+        if time.monotonic() - self._gauges_at >= _GAUGE_INTERVAL_SECONDS:
+            await self.refresh_gauges()
+        return reaped
+
+    async def reap_leases(self) -> int:
+        total = 0
+        while True:
+            rows = await self.store.reap_expired_leases(self.worker.max_attempts)
+            total += len(rows)
+            if len(rows) < 1000:
+                break
+        if total:
+            metrics.LEASES_REAPED.inc(total)
+            logger.warning(
+                "returned %d messages whose lease expired (a worker was lost)",
+                total,
+                extra={"action": "reap", "count": total},
+            )
+            for callback in self.on_reaped:
+                callback()
+        return total
+
+    async def purge(self, older_than_seconds: float) -> tuple[int, int]:
+        """Delete finished rows in small batches, yielding between them."""
+        messages = events = 0
+        while not self._stopping.is_set():
+            m, e = await self.store.purge(older_than_seconds, _PURGE_BATCH)
+            messages += m
+            events += e
+            if m < _PURGE_BATCH and e < _PURGE_BATCH:
+                break
+            await asyncio.sleep(0.05)
+        if messages or events:
+            logger.info(
+                "purged %d messages and %d events", messages, events, extra={"action": "purge"}
+            )
+        return messages, events
+
+    async def refresh_gauges(self) -> None:
+        self._gauges_at = time.monotonic()
+        depth: dict[tuple[str, str], int] = {}
+        for row in await self.store.counts_by_status():
+            key = (row["channel"], row["status"])
+            depth[key] = depth.get(key, 0) + row["n"]
+        metrics.QUEUE_DEPTH.clear()
+        for (channel, status), n in depth.items():
+            metrics.QUEUE_DEPTH.labels(channel, status).set(n)
+        metrics.OLDEST_PENDING.clear()
+        for channel, age in (await self.store.oldest_pending()).items():
+            metrics.OLDEST_PENDING.labels(channel).set(age)

@@ -1,0 +1,79 @@
+"""Building settings and running the real daemon in-process for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from daemon.main import Daemon
+from daemon.settings import Settings
+from outbox.models import Channel
+from outbox.store import Completion
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Fast settings for tests: short polls and retries, no HTTP unless asked."""
+    worker = {
+        "poll_interval": 0.2,
+        "retry_base_seconds": 0.01,
+        "retry_max_seconds": 0.05,
+        "reap_interval": 0.2,
+        "grace_seconds": 5.0,
+        **overrides.pop("worker", {}),
+    }
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": tmp_path / "data",
+        "file": {"dir": tmp_path / "outgoing"},
+        "http": {"enabled": False},
+        "worker": worker,
+        "email": {"from": "Acme <noreply@acme.example>", **overrides.pop("email", {})},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def drain(settings: Settings, database_url: str, **kwargs: Any) -> Daemon:
+    """Run the daemon until nothing is due, and return it."""
+    daemon = Daemon(settings, dsn=database_url, **kwargs)
+    await asyncio.wait_for(daemon.run(until_empty=True), timeout=60)
+    return daemon
+
+
+class Recorder:
+    """Collects completions written by a daemon (its test signal)."""
+
+    def __init__(self) -> None:
+        self.completions: list[Completion] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, batch: Any) -> None:
+        self.completions.extend(batch)
+        self.changed.set()
+
+    async def wait_for(self, count: int, within: float = 30) -> None:
+        async with asyncio.timeout(within):
+            while len(self.completions) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def statuses(pool: asyncpg.Pool) -> dict[int, Mapping[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM outbox.message ORDER BY id")
+    return {row["id"]: dict(row) for row in rows}
+
+
+def read_eml(directory: Path, message_id: int) -> email.message.EmailMessage:
+    data = (directory / f"{message_id}.eml").read_bytes()
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+__all__ = ["Channel", "Recorder", "drain", "make_settings", "read_eml", "statuses"]

@@ -1,0 +1,241 @@
+"""``outboxd`` as operators run it: real processes, real signals, a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiosmtpd.controller import Controller
+
+from outbox import NewMessage, enqueue_many
+
+_SENDING = "SELECT count(*) FROM outbox.message WHERE status = 'sending'"
+_SENT = "SELECT count(*) FROM outbox.message WHERE status = 'sent'"
+
+
+class SlowSink:
+    """An aiosmtpd handler that accepts after ``delay`` seconds and records the recipients."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.received: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        parsed = email.message_from_bytes(envelope.content)
+        assert parsed["Subject"]
+        self.received.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[SlowSink, int]]:
+    handler = SlowSink()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def _env(database_url: str, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env.update(
+        OUTBOXD_DATABASE_URL=database_url,
+        OUTBOXD_DATA_DIR=str(tmp_path / "data"),
+        OUTBOXD_EMAIL__PROVIDER="smtp",
+        OUTBOXD_EMAIL__FROM="noreply@acme.example",
+        OUTBOXD_SMTP__HOST="127.0.0.1",
+        OUTBOXD_SMTP__PORT=str(port),
+        OUTBOXD_SMTP__TIMEOUT="2",
+        OUTBOXD_HTTP__ENABLED="false",
+        OUTBOXD_WORKER__POLL_INTERVAL="0.2",
+        OUTBOXD_WORKER__REAP_INTERVAL="0.2",
+        OUTBOXD_WORKER__LEASE_SECONDS="5",
+        OUTBOXD_SMS__PROVIDER="null",
+        OUTBOXD_WORKER__RETRY_BASE_SECONDS="0.05",
+        OUTBOXD_WORKER__RETRY_MAX_SECONDS="0.2",
+        OUTBOXD_LOG_FORMAT="text",
+    )
+    env.update(extra)
+    return env
+
+
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    log_path = Path(env["OUTBOXD_DATA_DIR"]).parent / f"daemon-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", *args], env=env, stdout=log, stderr=log
+        )
+
+
+async def _backlog(pool: asyncpg.Pool, count: int) -> None:
+    async with pool.acquire() as conn:
+        await enqueue_many(
+            conn,
+            [
+                NewMessage(
+                    "email",
+                    f"user{i}@example.com",
+                    "welcome",
+                    {"name": f"U{i}", "login_url": "https://x.example"},
+                )  # fmt: skip
+                for i in range(count)
+            ],
+        )
+
+
+async def _wait_until(
+    pool: asyncpg.Pool, sql: str, expected: int, within: float, *procs: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + within
+    value = None
+    while time.monotonic() < deadline:
+        for proc in procs:
+            assert proc.poll() is None, f"outboxd exited early with {proc.returncode}"
+        value = await pool.fetchval(sql)
+        if value == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{sql!r} was {value}, expected {expected}")
+
+
+async def test_sigterm_finishes_in_flight_sends_and_exits_zero(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    sink.delay = 1.0
+    await _backlog(pool, 20)
+    proc = _start(_env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4"))
+    try:
+        await _wait_until(pool, _SENDING, 4, 20, proc)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+    rows = await pool.fetch("SELECT status, count(*) FROM outbox.message GROUP BY status")
+    counts = {r["status"]: r["count"] for r in rows}
+    # The four in-flight sends completed and were recorded; nothing is left leased.
+    assert counts.get("sending", 0) == 0
+    assert counts["sent"] == len(sink.received) >= 4
+    assert counts["sent"] + counts["pending"] == 20
+
+
+async def test_second_signal_exits_at_once(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    sink.delay = 5.0
+    await _backlog(pool, 4)
+    proc = _start(_env(database_url, tmp_path, port))
+    try:
+        await _wait_until(pool, _SENDING, 4, 20, proc)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, 10)
+        assert time.monotonic() - started < 2
+        assert code != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_killed_worker_rows_are_recovered_after_the_lease(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    sink.delay = 3.0
+    await _backlog(pool, 10)
+    first = _start(_env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="10"))
+    try:
+        await _wait_until(pool, _SENDING, 10, 20, first)
+    finally:
+        first.kill()  # SIGKILL: no chance to write anything
+        first.wait()
+    sink.delay = 0.0
+    second = _start(_env(database_url, tmp_path, port))
+    try:
+        await _wait_until(pool, _SENT, 10, 30, second)
+    finally:
+        second.terminate()
+        second.wait(10)
+    rows = await pool.fetch("SELECT attempts, last_error FROM outbox.message")
+    assert all(r["attempts"] == 2 for r in rows)
+    # Every message arrived; only the killed worker's 10 in-flight sends may repeat.
+    counts = Counter(sink.received)
+    assert set(counts) == {f"user{i}@example.com" for i in range(10)}
+    assert sum(counts.values()) - len(counts) <= 10
+
+
+async def test_two_daemons_never_send_a_message_twice(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    await _backlog(pool, 600)
+    env = _env(database_url, tmp_path, port, OUTBOXD_WORKER__BATCH_SIZE="20")
+    procs = [_start(env), _start(env)]
+    try:
+        await _wait_until(pool, _SENT, 600, 60, *procs)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        codes = [proc.wait(15) for proc in procs]
+    assert codes == [0, 0]
+    assert len(sink.received) == 600
+    assert len(set(sink.received)) == 600
+
+
+async def test_processes_flag_runs_several_processes(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    await _backlog(pool, 300)
+    proc = _start(_env(database_url, tmp_path, port), "--processes", "2")
+    try:
+        await _wait_until(pool, _SENT, 300, 60, proc)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert sorted(sink.received) == sorted(set(sink.received))
+    assert len(sink.received) == 300
+
+
+def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env["OUTBOXD_EMAIL__RATE"] = "fast"
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "run"], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("outboxd: invalid setting OUTBOXD_EMAIL__RATE:")
