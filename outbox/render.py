@@ -38,7 +38,7 @@ def locale_candidates(locale: str | None) -> list[str]:
     """``fr-CA`` -> ["fr-CA", "fr_CA", "fr"]; None -> []."""
     if not locale:
         return []
-    if not _LOCALE.match(locale):
+    if not _LOCALE.fullmatch(locale):
         raise errors.TemplateError(f"invalid locale {locale!r}")
     parts = re.split(r"[-_]", locale)
     candidates: list[str] = []
@@ -117,7 +117,7 @@ class Renderer:
             return cached
         if channel not in _PARTS:
             raise errors.TemplateError(f"unknown channel {channel!r}")
-        if not _NAME.match(template) or ".." in template:
+        if not _NAME.fullmatch(template) or ".." in template:
             raise errors.TemplateError(f"invalid template name {template!r}")
         locales = locale_candidates(locale)
         parts = []

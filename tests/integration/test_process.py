@@ -101,7 +101,7 @@ async def _backlog(pool: asyncpg.Pool, count: int) -> None:
                     f"user{i}@example.com",
                     "welcome",
                     {"name": f"U{i}", "login_url": "https://x.example"},
-                )  # fmt: skip
+                )
                 for i in range(count)
             ],
         )

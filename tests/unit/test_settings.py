@@ -36,7 +36,7 @@ def test_nested_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OUTBOXD_SMTP__PORT", "70000", "invalid setting OUTBOXD_SMTP__PORT: "),
         ("OUTBOXD_WORKER__CONCURRENCY", "0", "invalid setting OUTBOXD_WORKER__CONCURRENCY: "),
         ("OUTBOXD_DATABASE_URL", "mysql://x", "invalid setting OUTBOXD_DATABASE_URL: "),
-        ("OUTBOXD_WORKER__LEASE_SECONDS", "10", "invalid setting OUTBOXD_WORKER__LEASE_SECONDS: "),
+        ("OUTBOXD_WORKER__LEASE_SECONDS", "3", "invalid setting OUTBOXD_WORKER__LEASE_SECONDS: "),
     ],
 )
 def test_bad_settings_name_the_variable_in_one_line(

@@ -1,0 +1,96 @@
+"""SES feedback in both formats: identity notifications (``notificationType``) and
+event publishing (``eventType``), turned into one :class:`FeedbackEvent` per recipient."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from outbox.models import FeedbackEvent
+
+#: SES event name -> (our event type, key of the event's detail object)
+_EVENTS = {
+    "Send": ("send", "send"),
+    "Delivery": ("delivery", "delivery"),
+    "Bounce": ("bounce", "bounce"),
+    "Complaint": ("complaint", "complaint"),
+    "Reject": ("reject", "reject"),
+    "Open": ("open", "open"),
+    "Click": ("click", "click"),
+    "Rendering Failure": ("rendering_failure", "failure"),
+    "DeliveryDelay": ("delivery_delay", "deliveryDelay"),
+    "Subscription": ("subscription", "subscription"),
+}
+
+
+class SesEventError(ValueError):
+    """The SNS message is not an SES event we understand."""
+
+
+def _recipients(event_type: str, detail: dict[str, Any], mail: dict[str, Any]) -> list[str]:
+    if event_type == "bounce":
+        found = [r.get("emailAddress") for r in detail.get("bouncedRecipients", [])]
+    elif event_type == "complaint":
+        found = [r.get("emailAddress") for r in detail.get("complainedRecipients", [])]
+    elif event_type == "delivery_delay":
+        found = [r.get("emailAddress") for r in detail.get("delayedRecipients", [])]
+    elif event_type == "delivery":
+        found = list(detail.get("recipients", []))
+    else:
+        found = list(mail.get("destination", []))
+    return [r for r in found if isinstance(r, str) and r]
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def parse_ses_message(message: str, *, sns_message_id: str) -> list[FeedbackEvent]:
+    """The events in one SNS ``Message``.
+
+    ``source_id`` is the SNS MessageId (SNS redelivers with the same id), suffixed with
+    ``:recipient`` when one event names several recipients.
+    """
+    try:
+        data = json.loads(message)
+    except ValueError as exc:
+        raise SesEventError("message is not JSON") from exc
+    if not isinstance(data, dict):
+        raise SesEventError("message is not a JSON object")
+    name = data.get("eventType") or data.get("notificationType")
+    if name == "AmazonSnsSubscriptionSucceeded":
+        return []
+    if name not in _EVENTS:
+        raise SesEventError(f"unknown SES event type {name!r}")
+    event_type, detail_key = _EVENTS[str(name)]
+    mail = data.get("mail")
+    detail = data.get(detail_key, {})
+    if not isinstance(mail, dict) or not isinstance(detail, dict):
+        raise SesEventError(f"{name} event without mail or {detail_key} object")
+    provider_message_id = mail.get("messageId")
+    if not isinstance(provider_message_id, str) or not provider_message_id:
+        raise SesEventError(f"{name} event without mail.messageId")
+    occurred = _time(detail.get("timestamp")) or _time(mail.get("timestamp"))
+    bounce_type = detail.get("bounceType") if event_type == "bounce" else None
+    complaint_type = detail.get("complaintFeedbackType") if event_type == "complaint" else None
+    recipients = _recipients(event_type, detail, mail) or [None]
+    several = len(recipients) > 1
+    return [
+        FeedbackEvent(
+            source_id=f"{sns_message_id}:{recipient}" if several else sns_message_id,
+            event_type=event_type,
+            provider_message_id=provider_message_id,
+            recipient=recipient,
+            occurred_at=occurred,
+            payload=data,
+            bounce_type=bounce_type if isinstance(bounce_type, str) else None,
+            complaint_type=complaint_type if isinstance(complaint_type, str) else None,
+        )
+        for recipient in recipients
+    ]
