@@ -60,6 +60,9 @@ class Lane:
         self._wake_at: float | None = None
         #: Monotonic time of the last successful claim query (readiness, watchdog).
         self.heartbeat = time.monotonic()
+        #: Circuit breaker: while set, claim nothing but one probe per cool-down.
+        self.pause_reason: str | None = None
+        self._probe_at: float | None = None
 
     # -- signals from outside ---------------------------------------------------------
     def wake(self) -> None:
@@ -73,6 +76,24 @@ class Lane:
         if self._wake_at is None or at < self._wake_at:
             self._wake_at = at
             self._event.set()
+
+    def pause(self, reason: str) -> None:
+        """The provider refuses every send: stop claiming, probe after the cool-down."""
+        if self.pause_reason is None:
+            logger.error(
+                "%s channel paused: %s; probing again in %.0fs",
+                self.channel, reason, self.worker.pause_seconds,
+                extra={"action": "pause", "channel": self.channel},
+            )  # fmt: skip
+        self.pause_reason = reason
+        self._probe_at = time.monotonic() + self.worker.pause_seconds
+        metrics.CHANNEL_PAUSED.labels(self.channel).set(1)
+
+    def _resume(self) -> None:
+        logger.warning("%s channel resumed", self.channel, extra={"action": "resume"})
+        self.pause_reason = None
+        self._probe_at = None
+        metrics.CHANNEL_PAUSED.labels(self.channel).set(0)
 
     def stop(self) -> None:
         """Stop claiming; in-flight sends go on (see :meth:`drain`)."""
@@ -102,6 +123,13 @@ class Lane:
                 await self._wait_for_slot()
                 continue
             want = min(free, batch_size)
+            if self._probe_at is not None:
+                if time.monotonic() < self._probe_at:
+                    await self._sleep_until(self._probe_at)
+                    self._woken = False  # NOTIFY does not lift a pause
+                    continue
+                want = 1  # one probe per cool-down
+                self._probe_at = time.monotonic() + self.worker.pause_seconds
             if self.limiter is not None:
                 want = await self.limiter.acquire(want)
                 if not want:
@@ -189,6 +217,8 @@ class Lane:
             raise
         if completion.status is Status.PENDING:
             self.wake_in(completion.retry_delay + 0.05)
+        elif completion.status is Status.SENT and self.pause_reason is not None:
+            self._resume()
         self.completer.add(completion)
 
     async def _next_due_delay(self) -> float | None:

@@ -13,22 +13,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from outbox.render import Renderer
-
 from daemon import metrics, recipients
 from daemon.providers.base import Provider
 from daemon.retry import backoff_delay
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.models import Channel, Message, Rendered, Status
+from outbox.render import Renderer
 from outbox.store import Completion
 
 logger = logging.getLogger(__name__)
 
 #: How long a throttled message waits when the provider gives no hint.
 THROTTLE_DELAY_SECONDS = 1.0
-#: How long a message waits while its channel is paused (the circuit probes sooner).
-PAUSED_DELAY_SECONDS = 60.0
 
 #: Builds the extra template context and email headers for a message (unsubscribe links).
 LinkBuilder = Callable[[Message], tuple[Mapping[str, Any], Mapping[str, str]]]
@@ -162,7 +159,7 @@ class Dispatcher:
             metrics.RETRIED.labels(message.channel, provider, "paused").inc()
             if self.on_paused is not None:
                 self.on_paused(message.channel, reason)
-            delay = exc.retry_after or PAUSED_DELAY_SECONDS
+            delay = exc.retry_after or self.worker.pause_seconds
             return Completion(
                 message.id, message.attempts, Status.PENDING, error=reason, provider=provider,
                 retry_delay=delay, refund=True,

@@ -84,7 +84,6 @@ class Daemon:
         self.completer: Completer | None = None
         self.store: Store | None = None
         self.listener: Listener | None = None
-        self.paused: dict[str, str] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.started = asyncio.Event()
@@ -109,8 +108,12 @@ class Daemon:
         return time.monotonic() - oldest
 
     def _on_paused(self, channel: str, reason: str) -> None:
-        self.paused[channel] = reason
-        metrics.CHANNEL_PAUSED.labels(channel).set(1)
+        self.lanes[channel].pause(reason)
+
+    @property
+    def paused(self) -> dict[str, str]:
+        """Channels whose circuit is open, with the provider's reason."""
+        return {c: lane.pause_reason for c, lane in self.lanes.items() if lane.pause_reason}
 
     def _on_throttled(self, channel: str) -> None:
         limiter = self.limiters.get(channel)

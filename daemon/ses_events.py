@@ -79,7 +79,7 @@ def parse_ses_message(message: str, *, sns_message_id: str) -> list[FeedbackEven
     occurred = _time(detail.get("timestamp")) or _time(mail.get("timestamp"))
     bounce_type = detail.get("bounceType") if event_type == "bounce" else None
     complaint_type = detail.get("complaintFeedbackType") if event_type == "complaint" else None
-    recipients = _recipients(event_type, detail, mail) or [None]
+    recipients: list[str | None] = [*_recipients(event_type, detail, mail)] or [None]
     several = len(recipients) > 1
     return [
         FeedbackEvent(

@@ -147,6 +147,11 @@ class WorkerSettings(_Section):
         30.0, ge=0, description="On shutdown, how long in-flight sends may take to finish."
     )
     reap_interval: float = Field(10.0, gt=0, description="Seconds between lease-expiry sweeps.")
+    pause_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A paused channel (e.g. SES sending paused) probes again after this.",
+    )
     retention_days: float | None = Field(
         None, gt=0, description="Purge finished messages older than this; unset = keep."
     )

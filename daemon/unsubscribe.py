@@ -16,12 +16,12 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
-from outbox.tokens import InvalidToken, UnsubscribeClaim, make_token, read_token
 
 from daemon.recipients import mask
 from outbox import errors
 from outbox.feedback_store import FeedbackStore
 from outbox.models import Message
+from outbox.tokens import InvalidToken, UnsubscribeClaim, make_token, read_token
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def _claim(request: web.Request) -> UnsubscribeClaim | None:
     if not token or len(token) > 2048:
         return None
     try:
-        return read_token(request.app[KEYS], token)
+        keys: list[bytes] = request.app[KEYS]
+        return read_token(keys, token)
     except InvalidToken:
         return None
 

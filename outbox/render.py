@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.exceptions
 import jinja2.sandbox
 
 from outbox import errors
@@ -159,7 +160,7 @@ class Renderer:
             return compiled.render(variables)
         except jinja2.UndefinedError as exc:
             raise errors.TemplateError(f"{where}: {exc.message}") from exc
-        except jinja2.sandbox.SecurityError as exc:
+        except jinja2.exceptions.SecurityError as exc:
             raise errors.TemplateError(f"{where}: unsafe operation: {exc}") from exc
         except jinja2.TemplateError as exc:
             raise errors.TemplateError(f"{where}: {exc}") from exc

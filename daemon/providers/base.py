@@ -8,7 +8,7 @@ decision (permanent, transient, throttled, channel paused). It never touches the
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from outbox.models import Message, Receipt, Rendered
 
@@ -20,7 +20,7 @@ class Provider(Protocol):
     #: "email" or "sms".
     channel: str
 
-    async def __aenter__(self) -> Provider:
+    async def __aenter__(self) -> Self:
         """Open long-lived resources (connection pools, API clients)."""
         ...
 

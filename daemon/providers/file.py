@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from daemon import mime
 from outbox import errors
@@ -35,7 +36,7 @@ class _FileProvider:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
-    async def __aenter__(self) -> _FileProvider:
+    async def __aenter__(self) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from outbox.models import Message, Receipt, Rendered
 
@@ -15,7 +16,7 @@ class NullProvider:
     def __init__(self, channel: str) -> None:
         self.channel = channel
 
-    async def __aenter__(self) -> NullProvider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -12,6 +12,7 @@ import asyncio
 import email.utils
 import logging
 from types import TracebackType
+from typing import Self
 
 import aiosmtplib
 
@@ -59,7 +60,7 @@ class SmtpProvider:
         #: Connections opened so far (tests and metrics read it).
         self.connections_opened = 0
 
-    async def __aenter__(self) -> SmtpProvider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

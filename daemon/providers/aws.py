@@ -1,0 +1,100 @@
+"""What AWS providers share: client construction and THE error-classification table."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from daemon.settings import AwsSettings
+from outbox import errors
+
+#: Error code (with any "Exception" suffix removed) -> what it means for the message.
+#: Account-level failures (paused sending, bad credentials, missing permissions) pause the
+#: channel: every other send would fail the same way, so no attempt is used up.
+CLASSIFICATION: dict[str, type[errors.OutboxError]] = {
+    # Slow down and retry later without using an attempt.
+    "TooManyRequests": errors.Throttled,
+    "Throttling": errors.Throttled,
+    "Throttled": errors.Throttled,
+    "LimitExceeded": errors.Throttled,
+    "KMSThrottling": errors.Throttled,
+    "RequestLimitExceeded": errors.Throttled,
+    # The account cannot send at all right now.
+    "SendingPaused": errors.ChannelPaused,
+    "AccountSuspended": errors.ChannelPaused,
+    "AccessDenied": errors.ChannelPaused,
+    "AuthorizationError": errors.ChannelPaused,
+    "InvalidClientTokenId": errors.ChannelPaused,
+    "UnrecognizedClient": errors.ChannelPaused,
+    "SignatureDoesNotMatch": errors.ChannelPaused,
+    "ExpiredToken": errors.ChannelPaused,
+    "InvalidSecurity": errors.ChannelPaused,
+    "KMSAccessDenied": errors.ChannelPaused,
+    "KMSDisabled": errors.ChannelPaused,
+    # This message can never be sent.
+    "MessageRejected": errors.PermanentError,
+    "MailFromDomainNotVerified": errors.PermanentError,
+    "BadRequest": errors.PermanentError,
+    "InvalidParameter": errors.PermanentError,
+    "InvalidParameterValue": errors.PermanentError,
+    "Validation": errors.PermanentError,
+    "NotFound": errors.PermanentError,
+    "OptedOut": errors.PermanentError,
+    "EndpointDisabled": errors.PermanentError,
+    # AWS had a problem: retry with backoff.
+    "InternalFailure": errors.TransientError,
+    "InternalError": errors.TransientError,
+    "InternalServiceError": errors.TransientError,
+    "ServiceUnavailable": errors.TransientError,
+    "ConcurrentModification": errors.TransientError,
+}
+
+
+def _normalise(code: str) -> str:
+    return code.removesuffix("Exception")
+
+
+def classify(exc: BaseException, service: str) -> errors.OutboxError:
+    """The decision for an exception raised by an AWS call."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        text = f"{service} {code}: {error.get('Message', '')}".rstrip(": ")
+        decision = CLASSIFICATION.get(_normalise(code))
+        if decision is None:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
+            if status == 429:
+                decision = errors.Throttled
+            elif 400 <= status < 500:
+                decision = errors.PermanentError
+            else:
+                decision = errors.TransientError
+        return decision(text)
+    if isinstance(exc, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return errors.TransientError(f"{service} {type(exc).__name__}: {exc}")
+    return errors.TransientError(f"{service} unexpected {type(exc).__name__}: {exc}")
+
+
+def client(service: str, aws: AwsSettings) -> AbstractAsyncContextManager[Any]:
+    """A long-lived aioboto3 client; enter it once per process.
+
+    Two attempts at most in botocore ("standard" mode), so our own retry policy, which
+    knows about attempts, backoff and throttling, stays in charge.
+    """
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 2},
+        connect_timeout=aws.timeout,
+        read_timeout=aws.timeout,
+        max_pool_connections=128,
+    )
+    session = aioboto3.Session()
+    context: AbstractAsyncContextManager[Any] = session.client(
+        service, region_name=aws.region, endpoint_url=aws.endpoint_url, config=config
+    )
+    return context

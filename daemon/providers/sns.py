@@ -1,0 +1,67 @@
+"""SMS through AWS SNS ``Publish`` to a phone number."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+from daemon import recipients
+from daemon.providers import aws
+from daemon.settings import AwsSettings, SmsSettings
+from outbox.models import Message, Receipt, Rendered
+
+
+class SnsSmsProvider:
+    name = "sns"
+    channel = "sms"
+
+    def __init__(self, aws_settings: AwsSettings, sms: SmsSettings) -> None:
+        self.aws = aws_settings
+        self.sender_id = sms.sender_id
+        self.max_price = sms.max_price
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> Self:
+        self._client = await self._stack.enter_async_context(aws.client("sns", self.aws))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    def request(self, message: Message, rendered: Rendered) -> dict[str, Any]:
+        """The Publish arguments; raises InvalidRecipient before any call."""
+        number = recipients.validate_phone(message.recipient)
+        sms_type = "Transactional" if message.is_transactional else "Promotional"
+        attributes: dict[str, Any] = {
+            "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": sms_type}
+        }
+        if self.sender_id:
+            attributes["AWS.SNS.SMS.SenderID"] = {
+                "DataType": "String",
+                "StringValue": self.sender_id,
+            }
+        if self.max_price:
+            attributes["AWS.SNS.SMS.MaxPrice"] = {
+                "DataType": "Number",
+                "StringValue": f"{self.max_price:.5f}",
+            }
+        return {
+            "PhoneNumber": number,
+            "Message": rendered.sms or "",
+            "MessageAttributes": attributes,
+        }
+
+    async def send(self, message: Message, rendered: Rendered) -> Receipt:
+        request = self.request(message, rendered)
+        try:
+            response = await self._client.publish(**request)
+        except Exception as exc:
+            raise aws.classify(exc, "SNS") from exc
+        return Receipt(self.name, response["MessageId"])
