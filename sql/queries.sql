@@ -186,7 +186,9 @@ SELECT channel,
  GROUP BY channel
 
 -- rate_init(channel, burst) --
-INSERT INTO outbox.rate_bucket (channel, tokens) VALUES ($1, $2)
+-- factor_at starts in the past so that the very first throttling backs off at once.
+INSERT INTO outbox.rate_bucket (channel, tokens, factor_at)
+VALUES ($1, $2, clock_timestamp() - interval '1 day')
 ON CONFLICT (channel) DO NOTHING
 
 -- rate_take(channel, want, rate, burst, recovery_per_second) --

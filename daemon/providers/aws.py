@@ -84,11 +84,13 @@ def classify(exc: BaseException, service: str) -> errors.OutboxError:
 def client(service: str, aws: AwsSettings) -> AbstractAsyncContextManager[Any]:
     """A long-lived aioboto3 client; enter it once per process.
 
-    Two attempts at most in botocore ("standard" mode), so our own retry policy, which
-    knows about attempts, backoff and throttling, stays in charge.
+    botocore makes a single attempt ("standard" mode, ``max_attempts=1``): its own retries
+    would sleep through throttling unseen by the cluster-wide rate limiter, and could outlast
+    the send timeout. Our retry policy (attempts, backoff with jitter, throttling without
+    using attempts) is in charge instead.
     """
     config = Config(
-        retries={"mode": "standard", "max_attempts": 2},
+        retries={"mode": "standard", "max_attempts": 1},
         connect_timeout=aws.timeout,
         read_timeout=aws.timeout,
         max_pool_connections=128,
