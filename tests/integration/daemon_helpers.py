@@ -13,6 +13,7 @@ import asyncpg
 
 from daemon.main import Daemon
 from daemon.settings import Settings
+from outbox import NewMessage, enqueue_many
 from outbox.models import Channel
 from outbox.store import Completion
 
@@ -69,6 +70,16 @@ async def statuses(pool: asyncpg.Pool) -> dict[int, Mapping[str, Any]]:
     return {row["id"]: dict(row) for row in rows}
 
 
+async def welcome_backlog(pool: asyncpg.Pool, count: int) -> None:
+    """``count`` welcome emails to user0@example.com, user1@example.com, ..."""
+    context = {"name": "U", "login_url": "https://x.example"}
+    async with pool.acquire() as conn:
+        await enqueue_many(
+            conn,
+            [NewMessage("email", f"user{i}@example.com", "welcome", context) for i in range(count)],
+        )
+
+
 def read_eml(directory: Path, message_id: int) -> email.message.EmailMessage:
     data = (directory / f"{message_id}.eml").read_bytes()
     parsed = email.message_from_bytes(data, policy=email.policy.default)
@@ -76,4 +87,6 @@ def read_eml(directory: Path, message_id: int) -> email.message.EmailMessage:
     return parsed
 
 
-__all__ = ["Channel", "Recorder", "drain", "make_settings", "read_eml", "statuses"]
+__all__ = [
+    "Channel", "Recorder", "drain", "make_settings", "read_eml", "statuses", "welcome_backlog",
+]  # fmt: skip

@@ -9,33 +9,22 @@ import asyncpg
 import pytest
 
 from daemon.main import Daemon
-from outbox import NewMessage, enqueue_many
 from tests.integration.aws_fake import FakeAws, aws_credentials, fake_aws
-from tests.integration.daemon_helpers import Recorder, drain, make_settings, statuses
+from tests.integration.daemon_helpers import (
+    Recorder,
+    drain,
+    make_settings,
+    statuses,
+    welcome_backlog,
+)
 
 __all__ = ["aws_credentials", "fake_aws"]
-
-
-async def _backlog(pool: asyncpg.Pool, count: int) -> None:
-    async with pool.acquire() as conn:
-        await enqueue_many(
-            conn,
-            [
-                NewMessage(
-                    "email",
-                    f"u{i}@example.com",
-                    "welcome",
-                    {"name": "U", "login_url": "https://x.example"},
-                )  # fmt: skip
-                for i in range(count)
-            ],
-        )
 
 
 async def test_paused_account_opens_the_circuit_then_a_probe_closes_it(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, fake_aws: FakeAws
 ) -> None:
-    await _backlog(pool, 5)
+    await welcome_backlog(pool, 5)
     fake_aws.failure = (400, "SendingPausedException")
     settings = make_settings(
         database_url, tmp_path,
@@ -72,7 +61,7 @@ async def test_paused_account_opens_the_circuit_then_a_probe_closes_it(
 async def test_throttling_retries_without_using_attempts(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, fake_aws: FakeAws
 ) -> None:
-    await _backlog(pool, 3)
+    await welcome_backlog(pool, 3)
     fake_aws.failure = (429, "TooManyRequestsException")
     settings = make_settings(
         database_url, tmp_path,
@@ -101,7 +90,7 @@ async def test_two_daemons_together_hold_the_configured_rate(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
     rate, count = 40.0, 240
-    await _backlog(pool, count)
+    await welcome_backlog(pool, count)
     settings = make_settings(database_url, tmp_path, email={"provider": "null", "rate": rate})
     await asyncio.gather(drain(settings, database_url), drain(settings, database_url))
     row = await pool.fetchrow(

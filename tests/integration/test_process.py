@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
-from outbox import NewMessage, enqueue_many
+from tests.integration.daemon_helpers import welcome_backlog
 
 _SENDING = "SELECT count(*) FROM outbox.message WHERE status = 'sending'"
 _SENT = "SELECT count(*) FROM outbox.message WHERE status = 'sent'"
@@ -91,22 +91,6 @@ def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
         )
 
 
-async def _backlog(pool: asyncpg.Pool, count: int) -> None:
-    async with pool.acquire() as conn:
-        await enqueue_many(
-            conn,
-            [
-                NewMessage(
-                    "email",
-                    f"user{i}@example.com",
-                    "welcome",
-                    {"name": f"U{i}", "login_url": "https://x.example"},
-                )
-                for i in range(count)
-            ],
-        )
-
-
 async def _wait_until(
     pool: asyncpg.Pool, sql: str, expected: int, within: float, *procs: subprocess.Popen[bytes]
 ) -> None:
@@ -127,7 +111,7 @@ async def test_sigterm_finishes_in_flight_sends_and_exits_zero(
 ) -> None:
     sink, port = smtp
     sink.delay = 1.0
-    await _backlog(pool, 20)
+    await welcome_backlog(pool, 20)
     proc = _start(_env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4"))
     try:
         await _wait_until(pool, _SENDING, 4, 20, proc)
@@ -150,7 +134,7 @@ async def test_second_signal_exits_at_once(
 ) -> None:
     sink, port = smtp
     sink.delay = 5.0
-    await _backlog(pool, 4)
+    await welcome_backlog(pool, 4)
     proc = _start(_env(database_url, tmp_path, port))
     try:
         await _wait_until(pool, _SENDING, 4, 20, proc)
@@ -171,7 +155,7 @@ async def test_killed_worker_rows_are_recovered_after_the_lease(
 ) -> None:
     sink, port = smtp
     sink.delay = 3.0
-    await _backlog(pool, 10)
+    await welcome_backlog(pool, 10)
     first = _start(_env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="10"))
     try:
         await _wait_until(pool, _SENDING, 10, 20, first)
@@ -197,7 +181,7 @@ async def test_two_daemons_never_send_a_message_twice(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
 ) -> None:
     sink, port = smtp
-    await _backlog(pool, 600)
+    await welcome_backlog(pool, 600)
     env = _env(database_url, tmp_path, port, OUTBOXD_WORKER__BATCH_SIZE="20")
     procs = [_start(env), _start(env)]
     try:
@@ -215,7 +199,7 @@ async def test_processes_flag_runs_several_processes(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
 ) -> None:
     sink, port = smtp
-    await _backlog(pool, 300)
+    await welcome_backlog(pool, 300)
     proc = _start(_env(database_url, tmp_path, port), "--processes", "2")
     try:
         await _wait_until(pool, _SENT, 300, 60, proc)
