@@ -30,7 +30,8 @@ _MAX_HEADER_LINE = 998
 def sender_domain(sender: str) -> str:
     """The domain of a From address such as ``Acme <hi@acme.example>``."""
     _, address = email.utils.parseaddr(sender)
-    return address.rpartition("@")[2] or "localhost"
+    domain = address.rpartition("@")[2] if "@" in address else ""
+    return domain or "localhost"
 
 
 def message_id(message: Message, domain: str) -> str:
