@@ -218,9 +218,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
-    from outbox.render import Renderer
-
     from daemon.main import templates_dir
+    from outbox.render import Renderer
 
     renderer = Renderer(templates_dir(settings), brand=settings.brand)
     channel = args.channel or (

@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 import asyncpg
-from outbox.render import Renderer
 
 from daemon import db
 from daemon.main import templates_dir
 from daemon.settings import EmailProviderName, Settings, SmsProviderName
 from outbox import errors
+from outbox.render import Renderer
 from outbox.store import Store
 
 _TIMEOUT = 10.0

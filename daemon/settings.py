@@ -7,6 +7,8 @@ down. :func:`load` turns validation errors into one line naming the variable.
 from __future__ import annotations
 
 import enum
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -285,9 +287,36 @@ def describe(exc: ValidationError) -> str:
     return f"invalid setting {name}: {message}"
 
 
+#: systemd credentials (LoadCredential=NAME:...) -> the setting they provide.
+CREDENTIALS = {
+    "secret_key": ("secret_key",),
+    "database_url": ("database_url",),
+    "smtp_password": ("smtp", "password"),
+}
+
+
+def credentials(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings read from ``$CREDENTIALS_DIRECTORY`` (systemd), for unset variables only."""
+    environ = os.environ if environ is None else environ
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    found: dict[str, Any] = {}
+    for name, path in CREDENTIALS.items():
+        file = Path(directory) / name
+        if env_name(path) in environ or not file.is_file():
+            continue
+        value = file.read_text(encoding="utf-8").strip()
+        if len(path) == 1:
+            found[path[0]] = value
+        else:
+            found.setdefault(path[0], {})[path[1]] = value
+    return found
+
+
 def load(**overrides: Any) -> Settings:
     """Read the settings; raise :class:`ConfigurationError` with a one-line reason."""
     try:
-        return Settings(**overrides)
+        return Settings(**{**credentials(), **overrides})
     except ValidationError as exc:
         raise errors.ConfigurationError(describe(exc)) from exc

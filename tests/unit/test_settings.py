@@ -61,3 +61,20 @@ def test_settings_are_frozen() -> None:
     loaded = settings.load()
     with pytest.raises(Exception, match="frozen"):
         loaded.data_dir = loaded.data_dir  # type: ignore[misc]
+
+
+def test_systemd_credentials_fill_unset_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    directory = Path(str(tmp_path))
+    (directory / "secret_key").write_text("from-credential\n")
+    (directory / "smtp_password").write_text("pw\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(directory))
+    loaded = settings.load()
+    assert [k.get_secret_value() for k in loaded.secret_key] == ["from-credential"]
+    assert loaded.smtp.password is not None and loaded.smtp.password.get_secret_value() == "pw"
+    # An explicit variable wins over the credential.
+    monkeypatch.setenv("OUTBOXD_SECRET_KEY", "from-env")
+    assert [k.get_secret_value() for k in settings.load().secret_key] == ["from-env"]
