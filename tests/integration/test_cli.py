@@ -1,0 +1,159 @@
+"""The command line as operators use it, in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from outbox import NewMessage, enqueue_many
+from tests.integration.aws_fake import free_port
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env.update(OUTBOXD_DATA_DIR=str(tmp_path / "data"), OUTBOXD_LOG_FORMAT="text")
+    env.update(extra)
+    return env
+
+
+def outboxd(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_render_prints_the_parts(tmp_path: Path) -> None:
+    result = outboxd(_env(tmp_path), "render", "welcome", "--context",
+                     '{"name": "Ann", "login_url": "https://x.example"}', "--locale", "fr")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Subject: Bienvenue chez outboxd, Ann !" in result.stdout
+    assert "--- html ---" in result.stdout
+
+
+def test_render_reports_a_missing_variable(tmp_path: Path) -> None:
+    result = outboxd(_env(tmp_path), "render", "welcome")
+    assert result.returncode == 1
+    assert "'name' is undefined" in result.stderr
+
+
+async def test_check_passes_then_catches_a_missing_template(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url)
+    ok = outboxd(env, "check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all checks passed" in ok.stdout
+    async with pool.acquire() as conn:
+        await enqueue_many(conn, [NewMessage("email", "a@example.com", "no/such_template")])
+    bad = outboxd(env, "check")
+    assert bad.returncode == 1
+    assert "FAIL  template 'no/such_template'" in bad.stdout
+
+
+def test_check_catches_a_bad_dsn(tmp_path: Path) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/x")
+    result = outboxd(env, "check")
+    assert result.returncode == 1
+    assert "FAIL  database connection" in result.stdout
+
+
+async def test_check_catches_a_missing_schema(postgres_admin_dsn: str, tmp_path: Path) -> None:
+    from tests.conftest import with_database
+
+    admin = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS outboxd_empty")
+        await admin.execute("CREATE DATABASE outboxd_empty")
+    finally:
+        await admin.close()
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=with_database(postgres_admin_dsn, "outboxd_empty"))
+    result = outboxd(env, "check")
+    assert result.returncode == 1
+    assert "FAIL  schema: the outbox schema does not exist" in result.stdout
+
+
+def test_check_catches_a_bad_smtp_host(database_url: str, tmp_path: Path) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url, OUTBOXD_EMAIL__PROVIDER="smtp",
+               OUTBOXD_SMTP__HOST="127.0.0.1", OUTBOXD_SMTP__PORT=str(free_port()))  # fmt: skip
+    result = outboxd(env, "check")
+    assert result.returncode == 1
+    assert "FAIL  SMTP server" in result.stdout
+
+
+async def test_enqueue_stats_requeue_purge(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url)
+    result = outboxd(env, "enqueue", "--channel", "email", "--to", "ann@example.com",
+                     "--template", "welcome", "--context", '{"name": "Ann"}', "--priority", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    message_id = int(result.stdout)
+    await pool.execute(
+        "UPDATE outbox.message SET status = 'failed', last_error = 'x' WHERE id = $1", message_id
+    )
+    stats = json.loads(outboxd(env, "stats", "--json").stdout)
+    assert stats["channels"]["email"]["depth"]["failed"]["total"] == 1
+    text = outboxd(env, "stats").stdout
+    assert "failed" in text and "p2=1" in text
+    requeued = outboxd(env, "requeue", "--status", "failed")
+    assert requeued.stdout.strip() == "requeued 1 message(s)"
+    row = await pool.fetchrow(
+        "SELECT status, attempts FROM outbox.message WHERE id = $1", message_id
+    )
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    await pool.execute(
+        "UPDATE outbox.message SET status = 'sent', updated_at = now() - interval '40 days'"
+    )
+    purged = outboxd(env, "purge", "--older-than", "30")
+    assert purged.stdout.strip() == "purged 1 message(s) and 0 event(s)"
+
+
+def test_enqueue_rejects_bad_json(tmp_path: Path) -> None:
+    result = outboxd(_env(tmp_path), "enqueue", "--channel", "email", "--to", "a@b.c",
+                     "--template", "t", "--context", "{nope")  # fmt: skip
+    assert result.returncode == 2
+    assert "not valid JSON" in result.stderr
+
+
+@pytest.mark.slow
+def test_run_with_no_configuration_uses_embedded_postgres_and_files(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env["OUTBOXD_HTTP__PORT"] = str(free_port())
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run"], cwd=workdir, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (workdir / ".outboxd" / "secret_key").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        enqueue = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "enqueue", "--channel", "email",
+             "--to", "ann@example.com", "--template", "welcome",
+             "--context", '{"name": "Ann", "login_url": "https://x.example"}'],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert enqueue.returncode == 0, enqueue.stderr
+        eml = workdir / ".outboxd" / "outgoing" / f"{int(enqueue.stdout)}.eml"
+        while not eml.exists():
+            assert time.monotonic() < deadline, "the message never arrived"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "embedded PostgreSQL" in output and "email goes to files in" in output
