@@ -34,8 +34,8 @@ def outboxd(
 
 
 def test_render_prints_the_parts(tmp_path: Path) -> None:
-    result = outboxd(_env(tmp_path), "render", "welcome", "--context",
-                     '{"name": "Ann", "login_url": "https://x.example"}', "--locale", "fr")  # fmt: skip
+    context = '{"name": "Ann", "login_url": "https://x.example"}'
+    result = outboxd(_env(tmp_path), "render", "welcome", "--context", context, "--locale", "fr")
     assert result.returncode == 0, result.stderr
     assert "Subject: Bienvenue chez outboxd, Ann !" in result.stdout
     assert "--- html ---" in result.stdout
@@ -95,8 +95,8 @@ async def test_enqueue_stats_requeue_purge(
     database_url: str, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url)
-    result = outboxd(env, "enqueue", "--channel", "email", "--to", "ann@example.com",
-                     "--template", "welcome", "--context", '{"name": "Ann"}', "--priority", "2")  # fmt: skip
+    args = ["--channel", "email", "--to", "ann@example.com", "--template", "welcome"]
+    result = outboxd(env, "enqueue", *args, "--context", '{"name": "Ann"}', "--priority", "2")
     assert result.returncode == 0, result.stderr
     message_id = int(result.stdout)
     await pool.execute(
