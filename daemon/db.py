@@ -36,12 +36,19 @@ def resolve_dsn(settings: Settings) -> tuple[str, bool]:
     return embedded_dsn(settings.data_dir), True
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Keep a stuck statement from holding a row lock forever; claims and completions are
-    # short by design.
-    await conn.execute(
-        "SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'"
-    )
+#: Session settings sent at connection start-up: unlike SET, they survive the RESET ALL
+#: that asyncpg's pool runs whenever a connection is released.
+SERVER_SETTINGS = {
+    # Keep a stuck statement from holding a row lock for long; claims and completions
+    # are short by design.
+    "statement_timeout": "30s",
+    "idle_in_transaction_session_timeout": "60s",
+    # asyncpg prepares every statement; after five runs PostgreSQL may switch to a generic
+    # plan, which for the array-driven completion UPDATE is 5x slower (measured: 4.4k vs
+    # 25k rows/s claim + batched completion). Planning a batch costs well under 1 ms.
+    "plan_cache_mode": "force_custom_plan",
+    "application_name": "outboxd",
+}
 
 
 async def create_pool(
@@ -53,7 +60,7 @@ async def create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=_init_connection,
+            server_settings=SERVER_SETTINGS,
             max_inactive_connection_lifetime=300,
             command_timeout=60,
             **kwargs,
