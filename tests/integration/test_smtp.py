@@ -1,0 +1,128 @@
+"""Delivery through a real SMTP server: retries, permanent failures, TLS, AUTH, pooling."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from daemon.providers.smtp import SmtpProvider
+from daemon.settings import SmtpSettings
+from outbox import enqueue, errors
+from outbox.models import Message, Rendered
+from tests.integration.daemon_helpers import drain, make_settings, statuses, welcome_backlog
+from tests.integration.smtp_sink import Sink, smtp_sink, smtp_tls_sink
+
+__all__ = ["smtp_sink", "smtp_tls_sink"]
+
+CONTEXT = {"name": "Ann", "login_url": "https://x.example"}
+
+
+def _smtp(sink: Sink, **extra: object) -> dict[str, object]:
+    return {"email": {"provider": "smtp"}, "smtp": {"host": "127.0.0.1", "port": sink.port,
+            "timeout": 5, **extra}}  # fmt: skip
+
+
+async def test_transient_replies_are_retried_with_backoff(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
+) -> None:
+    smtp_sink.replies = ["451 4.3.0 try again later", "421 4.7.0 slow down"]
+    message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
+                               template="welcome", context=CONTEXT)  # fmt: skip
+    await drain(make_settings(database_url, tmp_path, **_smtp(smtp_sink)), database_url)
+    row = (await statuses(pool))[message_id]
+    assert (row["status"], row["attempts"]) == ("sent", 3)
+    assert len(smtp_sink.messages) == 1
+    parsed = email.message_from_bytes(smtp_sink.messages[0].content, policy=email.policy.default)
+    assert str(parsed["Subject"]) == "Welcome to outboxd, Ann!"
+
+
+async def test_attempts_run_out_then_failed(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
+) -> None:
+    smtp_sink.replies = ["451 4.3.0 try again later"] * 3
+    message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
+                               template="welcome", context=CONTEXT)  # fmt: skip
+    settings = make_settings(database_url, tmp_path, worker={"max_attempts": 3}, **_smtp(smtp_sink))
+    await drain(settings, database_url)
+    row = (await statuses(pool))[message_id]
+    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert row["last_error"] == "attempts exhausted (3): SMTP 451 4.3.0 try again later"
+
+
+async def test_permanent_reply_fails_at_once_and_others_are_delivered(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
+) -> None:
+    smtp_sink.replies = ["550 5.1.1 no such user"]
+    bad = await enqueue(pool, channel="email", recipient="gone@example.com",
+                        template="welcome", context=CONTEXT)  # fmt: skip
+    settings = make_settings(database_url, tmp_path, worker={"concurrency": 1}, **_smtp(smtp_sink))
+    await drain(settings, database_url)  # the 550 goes to the first message
+    await welcome_backlog(pool, 5)
+    await drain(settings, database_url)
+    rows = await statuses(pool)
+    assert (rows[bad]["status"], rows[bad]["attempts"]) == ("failed", 1)
+    assert rows[bad]["last_error"] == "SMTP 550 5.1.1 no such user"
+    assert sum(1 for r in rows.values() if r["status"] == "sent") == 5
+
+
+async def test_server_down_is_transient(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    from tests.integration.aws_fake import free_port
+
+    message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
+                               template="welcome", context=CONTEXT)  # fmt: skip
+    settings = make_settings(
+        database_url, tmp_path, worker={"max_attempts": 2},
+        email={"provider": "smtp"}, smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 2},
+    )  # fmt: skip
+    await drain(settings, database_url)
+    row = (await statuses(pool))[message_id]
+    assert row["status"] == "failed" and row["attempts"] == 2
+    assert row["last_error"].startswith("attempts exhausted (2): SMTP")
+
+
+def _message(i: int) -> Message:
+    return Message(i, "email", f"u{i}@example.com", "t", {}, "transactional", 1, None, {}, 1,
+                   None, datetime.now(UTC))  # fmt: skip
+
+
+async def test_connections_are_pooled_and_reused(smtp_sink: Sink) -> None:
+    provider = SmtpProvider(
+        SmtpSettings(host="127.0.0.1", port=smtp_sink.port, pool_size=2), sender="a@acme.example"
+    )
+    import asyncio
+
+    async with provider:
+        await asyncio.gather(
+            *(provider.send(_message(i), Rendered(subject="s", text="t")) for i in range(40))
+        )
+    assert len(smtp_sink.messages) == 40
+    assert provider.connections_opened == 2
+    assert len(smtp_sink.sessions) == 2
+
+
+async def test_starttls_and_auth(smtp_tls_sink: Sink) -> None:
+    settings = SmtpSettings(
+        host="127.0.0.1", port=smtp_tls_sink.port, tls="starttls", username="app",
+        password="s3cret", validate_certs=False,
+    )  # fmt: skip
+    async with SmtpProvider(settings, sender="a@acme.example") as provider:
+        receipt = await provider.send(_message(1), Rendered(subject="s", text="t"))
+    assert receipt.provider == "smtp" and len(smtp_tls_sink.messages) == 1
+
+
+async def test_wrong_password_is_transient_not_a_crash(smtp_tls_sink: Sink) -> None:
+    settings = SmtpSettings(
+        host="127.0.0.1", port=smtp_tls_sink.port, tls="starttls", username="app",
+        password="wrong", validate_certs=False, timeout=3,
+    )  # fmt: skip
+    async with SmtpProvider(settings, sender="a@acme.example") as provider:
+        with pytest.raises(errors.TransientError, match="SMTP"):
+            await provider.send(_message(1), Rendered(subject="s", text="t"))
+    assert smtp_tls_sink.messages == []
