@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", type=int, action="append", dest="ids")
-    which.add_argument("--status", choices=("failed", "expired", "cancelled", "suppressed"))
+    which.add_argument(
+        "--status", action="append", choices=("failed", "expired", "cancelled", "suppressed")
+    )
+    requeue.add_argument("--error", metavar="PATTERN", help="last_error ILIKE pattern: %%451%%")
+    requeue.add_argument("--since", type=_datetime_arg, help="updated at or after (ISO 8601)")
+    requeue.add_argument("--until", type=_datetime_arg, help="updated before (ISO 8601)")
+    requeue.add_argument("--dry-run", action="store_true", help="count, change nothing")
     requeue.add_argument("--limit", type=int, default=10_000)
 
     purge = sub.add_parser("purge", help="delete finished messages older than DAYS")
@@ -280,9 +286,20 @@ def cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
         store = Store(pool)
         if args.ids:
             ids = await store.requeue_ids(args.ids)
+            print(f"requeued {len(ids)} message(s)")
+            return 0
+        matched, moved = await store.requeue_matching(
+            args.status,
+            error_like=args.error,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+            dry_run=args.dry_run,
+        )
+        if args.dry_run:
+            print(f"{matched} message(s) match; nothing changed (dry run)")
         else:
-            ids = await store.requeue_status(args.status, args.limit)
-        print(f"requeued {len(ids)} message(s)")
+            print(f"requeued {moved} message(s)")
         return 0
 
     return _with_pool(settings, work)

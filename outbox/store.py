@@ -107,11 +107,26 @@ class Store:
             await conn.execute(sql.get("wake"))
         return [row["id"] for row in rows]
 
-    async def requeue_status(self, status: str, limit: int = 10_000) -> list[int]:
+    async def requeue_matching(
+        self,
+        statuses: Sequence[str],
+        *,
+        error_like: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10_000,
+        dry_run: bool = False,
+    ) -> tuple[int, int]:
+        """Send matching dead letters again; returns (matched, requeued)."""
         async with _translated("requeue"), self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(sql.get("requeue_status"), status, limit)
-            await conn.execute(sql.get("wake"))
-        return [row["id"] for row in rows]
+            row = await conn.fetchrow(
+                sql.get("requeue_matching"),
+                list(statuses), error_like, since, until, limit, dry_run,
+            )  # fmt: skip
+            if not dry_run:
+                await conn.execute(sql.get("wake"))
+        assert row is not None
+        return int(row["matched"]), int(row["moved"])
 
     async def counts_by_status(self) -> list[asyncpg.Record]:
         async with _translated("stats"):
@@ -184,7 +199,7 @@ QUERY_NAMES = (
     "purge_messages",
     "purge_events",
     "requeue_ids",
-    "requeue_status",
+    "requeue_matching",
     "wake",
     "counts_by_status",
     "oldest_pending",

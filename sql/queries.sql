@@ -133,16 +133,28 @@ UPDATE outbox.message
    AND status IN ('failed', 'expired', 'cancelled', 'suppressed')
 RETURNING id
 
--- requeue_status(status, limit) --
+-- requeue_matching(statuses, error_like, since, until, limit, dry_run) --
+-- Dead-letter replay: finished-but-undelivered rows matching every given filter go back
+-- to pending (or, with dry_run, are only counted).
 WITH picked AS (
-    SELECT id FROM outbox.message WHERE status = $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT id
+      FROM outbox.message
+     WHERE status = ANY($1::text[])
+       AND ($2::text IS NULL OR last_error ILIKE $2)
+       AND ($3::timestamptz IS NULL OR updated_at >= $3)
+       AND ($4::timestamptz IS NULL OR updated_at < $4)
+     ORDER BY id
+     LIMIT $5
+       FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE outbox.message m
+       SET status = 'pending', attempts = 0, not_before = now(), last_error = NULL,
+           locked_by = NULL, locked_until = NULL, updated_at = now()
+      FROM picked
+     WHERE m.id = picked.id AND NOT $6::boolean
+    RETURNING m.id
 )
-UPDATE outbox.message m
-   SET status = 'pending', attempts = 0, not_before = now(), last_error = NULL,
-       locked_by = NULL, locked_until = NULL, updated_at = now()
-  FROM picked
- WHERE m.id = picked.id
-RETURNING m.id
+SELECT (SELECT count(*) FROM picked) AS matched, (SELECT count(*) FROM moved) AS moved
 
 -- wake() --
 SELECT pg_notify('outbox_message', '')

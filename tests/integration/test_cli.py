@@ -157,3 +157,27 @@ def test_run_with_no_configuration_uses_embedded_postgres_and_files(tmp_path: Pa
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert "embedded PostgreSQL" in output and "email goes to files in" in output
+
+
+async def test_requeue_filters_and_dry_run(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url)
+    async with pool.acquire() as conn:
+        await enqueue_many(conn, [NewMessage("email", f"u{i}@example.com", "t") for i in range(4)])
+    await pool.execute(
+        """UPDATE outbox.message SET status = 'failed',
+                  last_error = CASE WHEN id % 2 = 0 THEN 'SMTP 451 later' ELSE 'SMTP 550 gone' END,
+                  updated_at = CASE WHEN id = 4 THEN now() - interval '3 days' ELSE now() END"""
+    )
+    dry = outboxd(env, "requeue", "--status", "failed", "--error", "%451%", "--dry-run")
+    assert dry.stdout.strip() == "2 message(s) match; nothing changed (dry run)"
+    assert await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status='pending'") == 0
+    since = "2000-01-01T00:00:00+00:00"
+    recent = outboxd(env, "requeue", "--status", "failed", "--error", "%451%", "--since", since,
+                     "--until", "2999-01-01T00:00:00+00:00")  # fmt: skip
+    assert recent.stdout.strip() == "requeued 2 message(s)"
+    by_id = outboxd(env, "requeue", "--id", "1")
+    assert by_id.stdout.strip() == "requeued 1 message(s)"
+    left = await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status='failed'")
+    assert left == 1
