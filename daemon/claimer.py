@@ -24,6 +24,8 @@ from outbox.models import Message, Status
 from outbox.store import Store
 
 logger = logging.getLogger(__name__)
+#: Our own generator: jitter never disturbs (or depends on) the global random state.
+_jitter = random.Random()
 
 #: Claim nothing while this many results per slot wait to be written (backpressure).
 _COMPLETER_BACKLOG_PER_SLOT = 4
@@ -232,7 +234,7 @@ class Lane:
 
     async def _wait_for_work(self) -> None:
         # Poll with jitter so that several daemons do not query in lockstep.
-        timeout = self.worker.poll_interval * random.uniform(0.8, 1.2)
+        timeout = self.worker.poll_interval * _jitter.uniform(0.8, 1.2)
         due = await self._next_due_delay()
         if due is not None:
             timeout = min(timeout, due + 0.01)

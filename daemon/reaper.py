@@ -14,6 +14,8 @@ from outbox import errors
 from outbox.store import Store
 
 logger = logging.getLogger(__name__)
+#: Our own generator: jitter never disturbs (or depends on) the global random state.
+_jitter = random.Random()
 
 _GAUGE_INTERVAL_SECONDS = 15.0
 _PURGE_BATCH = 1000
@@ -37,7 +39,7 @@ class Reaper:
                 await self.sweep()
             except errors.DatabaseError as exc:
                 logger.warning("maintenance sweep failed: %s", exc, extra={"action": "reap"})
-            interval = self.worker.reap_interval * random.uniform(0.8, 1.2)
+            interval = self.worker.reap_interval * _jitter.uniform(0.8, 1.2)
             try:
                 async with asyncio.timeout(interval):
                     await self._stopping.wait()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+_random = random.Random()
+
 
 def backoff_delay(
     attempt: int,
     *,
     base: float,
     cap: float,
-    rand: Callable[[], float] = random.random,
+    rand: Callable[[], float] = _random.random,
 ) -> float:
     """Delay before retry number ``attempt`` (1-based): uniform in [0, min(cap, base*2^(n-1))].
 

@@ -131,7 +131,7 @@ def _parse(body: bytes) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise SnsRejected(400, "body is not an SNS message")
     kind = fields.get("Type")
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         # Raw message delivery sends the SES JSON itself: it cannot be verified.
         raise SnsRejected(400, "not an SNS envelope (raw delivery is not accepted)")
     required = {k for k in _SIGNED_FIELDS[kind] if k != "Subject"}
