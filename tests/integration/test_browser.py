@@ -1,0 +1,89 @@
+"""The unsubscribe page in a real headless browser (Debian's chromium + chromedriver)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.integration.test_fuzz_http import Served, served
+
+__all__ = ["served"]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=420,900",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def _preferences(database_url: str) -> dict[str, bool]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT category, opted_out FROM outbox.preference")
+        return {r["category"]: r["opted_out"] for r in rows}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+def test_confirm_then_manage_categories_in_a_browser(
+    served: Served, browser: Any, database_url: str, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    base = f"http://127.0.0.1:{served.daemon.http_port}/unsubscribe?token={served.token}"
+    browser.get(base)
+    assert "Unsubscribe from" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "v***@example.com" in browser.page_source
+    assert asyncio.run(_preferences(database_url)) == {}  # viewing changes nothing
+    browser.save_screenshot(str(tmp_path / "confirm.png"))
+
+    browser.find_element(By.XPATH, "//button[normalize-space()='Unsubscribe']").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "You are unsubscribed"
+    assert asyncio.run(_preferences(database_url)) == {"news": True}
+    status = browser.find_element(By.CSS_SELECTOR, "[role=status]")
+    assert "news" in status.text
+
+    # The checkbox is labelled and reachable; ticking it and saving resubscribes.
+    box = browser.find_element(By.CSS_SELECTOR, "input[name=keep][value=news]")
+    assert not box.is_selected()
+    box.find_element(By.XPATH, "..").click()  # clicking the label toggles the box
+    browser.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Preferences saved"
+    assert asyncio.run(_preferences(database_url)) == {"news": False}
+    browser.save_screenshot(str(tmp_path / "saved.png"))
+
+
+@pytest.mark.slow
+def test_tampered_link_shows_a_clear_page(served: Served, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{served.daemon.http_port}/unsubscribe?token=bogus")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "This link is not valid"
