@@ -16,15 +16,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import secrets
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -41,7 +40,13 @@ TEMPLATE = "welcome"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=50_000, help="backlog size (50,000)")
     parser.add_argument(
-        "--provider", choices=("null", "smtp"), default="null", help="where mail goes (null)"
+        "--provider",
+        choices=("null", "smtp", "ses"),
+        default="null",
+        help="null; smtp to an aiosmtpd sink; ses to a fast local fake SES endpoint",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="drain with `outboxd run --processes N`"
     )
     parser.add_argument("--concurrency", type=int, default=None, help="sends in flight")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per claim")
@@ -81,6 +86,12 @@ def format_result(result: dict[str, Any]) -> str:
         if "floor" in result:
             ratio = d["rate"] / result["floor"]["rate"]
             lines.append(f"  ratio to the SQL floor:                     {ratio:>10.1%}")
+    if "bare_aioboto3" in result:
+        bare = result["bare_aioboto3"]["rate"]
+        lines.append(f"  bare aioboto3 send_email loop:              {bare:>10,.0f} calls/s")
+        if "drain" in result:
+            ratio = result["drain"]["rate"] / bare
+            lines.append(f"  outboxd / bare aioboto3:                    {ratio:>10.1%}")
     if "latency" in result:
         lat = result["latency"]
         lines.append(
@@ -89,11 +100,6 @@ def format_result(result: dict[str, Any]) -> str:
         )
     lines.append(f"  peak RSS: {result['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines)
-
-
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +111,7 @@ async def throwaway_database(dsn: str) -> AsyncIterator[str]:
     finally:
         await admin.close()
     try:
-        yield _with_database(dsn, name)
+        yield db.with_database(dsn, name)
     finally:
         admin = await asyncpg.connect(dsn)
         try:
@@ -114,29 +120,38 @@ async def throwaway_database(dsn: str) -> AsyncIterator[str]:
             await admin.close()
 
 
-@contextlib.contextmanager
-def smtp_sink() -> Iterator[int]:
-    """An aiosmtpd sink in its own process (so it does not share our CPU core)."""
-    if shutil.which(sys.executable) is None:  # pragma: no cover - always present
-        raise RuntimeError("no python")
+def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[int]:
+    """An aiosmtpd sink in its own process (so it does not share our CPU core)."""
+    port = _free_port()
+    command = ["-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Sink"]
+    with _server(command, port) as ready:
+        yield ready
+
+
+@contextlib.contextmanager
+def fake_ses() -> Iterator[int]:
+    """The fast fake SES endpoint (daemon.fakeses) in its own process."""
+    port = _free_port()
+    with _server(["-m", "daemon.fakeses", str(port)], port) as ready:
+        yield ready
+
+
+@contextlib.contextmanager
+def _server(arguments: list[str], port: int) -> Iterator[int]:
+    import socket
+
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            f"127.0.0.1:{port}",
-            "-c",
-            "aiosmtpd.handlers.Sink",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        [sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 10
@@ -145,7 +160,7 @@ def smtp_sink() -> Iterator[int]:
                 break
             if proc.poll() is not None:
                 detail = proc.stderr.read() if proc.stderr else b""
-                raise RuntimeError(f"aiosmtpd did not start (is it installed?): {detail!r}")
+                raise RuntimeError(f"{arguments[1]} did not start: {detail!r}")
             time.sleep(0.05)
         yield port
     finally:
@@ -200,6 +215,7 @@ async def _floor(dsn: str, count: int) -> dict[str, float]:
 
 
 def _daemon_settings(settings: Settings, args: argparse.Namespace, port: int | None) -> Settings:
+    """The configured settings, pointed at the bench's provider and sink."""
     worker = settings.worker.model_copy(
         update={
             k: v
@@ -213,7 +229,10 @@ def _daemon_settings(settings: Settings, args: argparse.Namespace, port: int | N
         "email": email,
         "http": settings.http.model_copy(update={"enabled": False}),
     }
-    if port is not None:
+    if port is not None and args.provider == "ses":
+        update["aws"] = settings.aws.model_copy(update={"endpoint_url": f"http://127.0.0.1:{port}"})
+        update["email"] = email.model_copy(update={"rate": 1_000_000.0})  # measure us, not a limit
+    elif port is not None:
         update["smtp"] = settings.smtp.model_copy(
             update={
                 "host": "127.0.0.1",
@@ -308,7 +327,15 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
     admin_dsn, _ = db.resolve_dsn(settings)
     result: dict[str, Any] = {"messages": args.messages, "provider": args.provider}
     with contextlib.ExitStack() as stack:
-        port = stack.enter_context(smtp_sink()) if args.provider == "smtp" else None
+        port = None
+        if args.provider == "smtp":
+            port = stack.enter_context(smtp_sink())
+        elif args.provider == "ses":
+            port = stack.enter_context(fake_ses())
+            _fake_credentials()
+            result["bare_aioboto3"] = await bare_ses_loop(
+                f"http://127.0.0.1:{port}", min(args.messages, 20_000), args.concurrency or 64
+            )
         daemon_settings = _daemon_settings(settings, args, port)
         async with throwaway_database(admin_dsn) as dsn:
             conn = await asyncpg.connect(dsn)
@@ -324,7 +351,11 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
                 result["floor"] = await _floor(dsn, args.messages)
             if "drain" not in args.skip:
                 await _fill_due(dsn, args.messages)
-                result["drain"] = await _drain(dsn, daemon_settings, args.messages)
+                if args.processes > 1:
+                    result["drain"] = await _drain_processes(dsn, args, port)
+                else:
+                    result["drain"] = await _drain(dsn, daemon_settings, args.messages)
+                result["drain"]["processes"] = args.processes
             if "latency" not in args.skip:
                 result["latency"] = await _latency(
                     dsn, daemon_settings, args.rate, args.latency_seconds
@@ -341,3 +372,76 @@ async def _fill_due(dsn: str, count: int) -> None:
     finally:
         await conn.close()
     await _fill(dsn, count)
+
+
+def _fake_credentials() -> None:
+    # The fake endpoint checks nothing, but botocore insists on some credentials.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+
+
+async def bare_ses_loop(endpoint: str, count: int, concurrency: int) -> dict[str, float]:
+    """The same SendEmail calls with nothing of ours around them: the aioboto3 ceiling."""
+    from daemon.providers import aws
+    from daemon.settings import AwsSettings
+
+    request = {
+        "FromEmailAddress": "bench@example.com",
+        "Destination": {"ToAddresses": ["user@example.com"]},
+        "Content": {"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}}},
+    }
+    left = count
+    async with aws.client("sesv2", AwsSettings(endpoint_url=endpoint)) as client:
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await client.send_email(**request)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"sent": count, "seconds": round(elapsed, 3), "rate": count / elapsed}
+
+
+async def _drain_processes(
+    dsn: str, args: argparse.Namespace, port: int | None
+) -> dict[str, float]:
+    """Drain with a real `outboxd run --processes N`, timed by polling the database."""
+    env = dict(os.environ)
+    env.update(
+        OUTBOXD_DATABASE_URL=dsn, OUTBOXD_EMAIL__PROVIDER=args.provider,
+        OUTBOXD_HTTP__ENABLED="false", OUTBOXD_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    if args.concurrency:
+        env["OUTBOXD_WORKER__CONCURRENCY"] = str(args.concurrency)
+    if args.provider == "ses" and port is not None:
+        env.update(OUTBOXD_AWS__ENDPOINT_URL=f"http://127.0.0.1:{port}",
+                   OUTBOXD_EMAIL__RATE="1000000")  # fmt: skip
+    elif args.provider == "smtp" and port is not None:
+        env.update(OUTBOXD_SMTP__HOST="127.0.0.1", OUTBOXD_SMTP__PORT=str(port))
+    conn = await asyncpg.connect(dsn)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon.cli", "run", "--processes", str(args.processes), env=env
+    )
+    try:
+        started = time.perf_counter()
+        first = None
+        while True:
+            sent = await conn.fetchval("SELECT count(*) FROM outbox.message WHERE status = 'sent'")
+            if sent and first is None:
+                first = time.perf_counter()  # start timing at the first send, after start-up
+                first_count = sent
+            if sent >= args.messages:
+                break
+            if proc.returncode is not None:
+                raise RuntimeError(f"outboxd run exited with {proc.returncode}")
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - (first or started)
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await conn.close()
+    done = args.messages - (first_count if first else 0)
+    return {"sent": args.messages, "seconds": round(elapsed, 3), "rate": done / elapsed}

@@ -34,7 +34,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Only the canonical spelling is accepted: otherwise the unused bits of the last
+    # character give every token several valid spellings.
+    if _b64(data) != text:
+        raise ValueError("non-canonical base64")
+    return data
 
 
 def _sign(key: bytes, payload: bytes) -> bytes:

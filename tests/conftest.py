@@ -10,20 +10,16 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from daemon.db import with_database
 from outbox import migrations
 
+__all__ = ["with_database"]
+
 TEMPLATE_DB = "outboxd_test_template"
-
-
-def with_database(dsn: str, name: str) -> str:
-    """``dsn`` pointing at database ``name`` (works for TCP and unix-socket DSNs)."""
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def _docker_reachable() -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
 
 import aioboto3
 import aiohttp
@@ -100,3 +101,26 @@ def client(service: str, aws: AwsSettings) -> AbstractAsyncContextManager[Any]:
         service, region_name=aws.region, endpoint_url=aws.endpoint_url, config=config
     )
     return context
+
+
+class AwsProvider:
+    """Base for providers holding one long-lived aioboto3 client of ``service``."""
+
+    service = ""
+
+    def __init__(self, aws_settings: AwsSettings) -> None:
+        self.aws = aws_settings
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> Self:
+        self._client = await self._stack.enter_async_context(client(self.service, self.aws))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()

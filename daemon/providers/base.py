@@ -36,3 +36,18 @@ class Provider(Protocol):
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
         """Send one message; raise an :mod:`outbox.errors` class on failure."""
         ...
+
+
+class StatelessProvider:
+    """Base for providers that hold no long-lived resources: entering is a no-op."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None

@@ -10,10 +10,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from daemon import mime
+from daemon.providers.base import StatelessProvider
 from outbox import errors
 from outbox.models import Message, Receipt, Rendered
 
@@ -29,7 +29,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-class _FileProvider:
+class _FileProvider(StatelessProvider):
     name = "file"
     channel = ""
 
@@ -39,14 +39,6 @@ class _FileProvider:
     async def __aenter__(self) -> Self:
         self.directory.mkdir(parents=True, exist_ok=True)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def _write(self, name: str, data: bytes) -> None:
         try:

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
+from daemon.providers.base import StatelessProvider
 from outbox.models import Message, Receipt, Rendered
 
 _RECEIPT = Receipt(provider="null")
 
 
-class NullProvider:
+class NullProvider(StatelessProvider):
     name = "null"
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
         return _RECEIPT

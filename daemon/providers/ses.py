@@ -7,9 +7,7 @@ which is the cheapest way to send; ``raw=True`` sends MIME built by :mod:`daemon
 from __future__ import annotations
 
 import re
-from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from daemon import mime
 from daemon.providers import aws
@@ -33,7 +31,8 @@ def email_tags(message: Message) -> list[dict[str, str]]:
     return [{"Name": name, "Value": value} for name, value in tags.items()][:50]
 
 
-class SesProvider:
+class SesProvider(aws.AwsProvider):
+    service = "sesv2"
     name = "ses"
     channel = "email"
 
@@ -46,26 +45,12 @@ class SesProvider:
         reply_to: str | None = None,
         raw: bool = False,
     ) -> None:
-        self.aws = aws_settings
+        super().__init__(aws_settings)
         self.configuration_set = ses.configuration_set
         self.sender = mime.format_address(sender)
         self.reply_to = reply_to
         self.raw = raw
         self._raw_sender = sender
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-
-    async def __aenter__(self) -> Self:
-        self._client = await self._stack.enter_async_context(aws.client("sesv2", self.aws))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     def request(self, message: Message, rendered: Rendered) -> dict[str, Any]:
         """The SendEmail arguments for ``message``."""

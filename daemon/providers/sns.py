@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from daemon import recipients
 from daemon.providers import aws
@@ -12,28 +10,15 @@ from daemon.settings import AwsSettings, SmsSettings
 from outbox.models import Message, Receipt, Rendered
 
 
-class SnsSmsProvider:
+class SnsSmsProvider(aws.AwsProvider):
+    service = "sns"
     name = "sns"
     channel = "sms"
 
     def __init__(self, aws_settings: AwsSettings, sms: SmsSettings) -> None:
-        self.aws = aws_settings
+        super().__init__(aws_settings)
         self.sender_id = sms.sender_id
         self.max_price = sms.max_price
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-
-    async def __aenter__(self) -> Self:
-        self._client = await self._stack.enter_async_context(aws.client("sns", self.aws))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.aclose()
 
     def request(self, message: Message, rendered: Rendered) -> dict[str, Any]:
         """The Publish arguments; raises InvalidRecipient before any call."""

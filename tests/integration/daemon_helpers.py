@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,21 @@ async def drain(settings: Settings, database_url: str, **kwargs: Any) -> Daemon:
     daemon = Daemon(settings, dsn=database_url, **kwargs)
     await asyncio.wait_for(daemon.run(until_empty=True), timeout=60)
     return daemon
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, database_url: str) -> AsyncIterator[tuple[Daemon, Recorder]]:
+    """A started daemon and the recorder of its completions; stopped gracefully on exit."""
+    daemon = Daemon(settings, dsn=database_url)
+    recorder = Recorder()
+    daemon.completion_listeners.append(recorder)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 30)
+        yield daemon, recorder
+    finally:
+        daemon.request_stop()
+        await task
 
 
 class Recorder:
@@ -88,5 +104,12 @@ def read_eml(directory: Path, message_id: int) -> email.message.EmailMessage:
 
 
 __all__ = [
-    "Channel", "Recorder", "drain", "make_settings", "read_eml", "statuses", "welcome_backlog",
+    "Channel",
+    "Recorder",
+    "drain",
+    "make_settings",
+    "read_eml",
+    "running",
+    "statuses",
+    "welcome_backlog",
 ]  # fmt: skip

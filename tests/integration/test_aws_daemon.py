@@ -8,12 +8,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.main import Daemon
 from tests.integration.aws_fake import FakeAws, aws_credentials, fake_aws
 from tests.integration.daemon_helpers import (
-    Recorder,
     drain,
     make_settings,
+    running,
     statuses,
     welcome_backlog,
 )
@@ -32,11 +31,7 @@ async def test_paused_account_opens_the_circuit_then_a_probe_closes_it(
         aws={"endpoint_url": fake_aws.url, "timeout": 2},
         worker={"pause_seconds": 0.5, "lease_seconds": 10},
     )  # fmt: skip
-    daemon = Daemon(settings, dsn=database_url)
-    recorder = Recorder()
-    daemon.completion_listeners.append(recorder)
-    task = asyncio.create_task(daemon.run())
-    try:
+    async with running(settings, database_url) as (daemon, recorder):
         await recorder.wait_for(5, within=10)
         assert "email" in daemon.paused and "SendingPaused" in daemon.paused["email"]
         rows = await statuses(pool)
@@ -53,9 +48,6 @@ async def test_paused_account_opens_the_circuit_then_a_probe_closes_it(
             await asyncio.sleep(0.1)
         assert daemon.paused == {}
         assert await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status='sent'") == 5
-    finally:
-        daemon.request_stop()
-        await task
 
 
 async def test_throttling_retries_without_using_attempts(
@@ -68,17 +60,10 @@ async def test_throttling_retries_without_using_attempts(
         email={"provider": "ses", "rate": 100},
         aws={"endpoint_url": fake_aws.url, "timeout": 2},
     )  # fmt: skip
-    daemon = Daemon(settings, dsn=database_url)
-    recorder = Recorder()
-    daemon.completion_listeners.append(recorder)
-    task = asyncio.create_task(daemon.run())
-    try:
+    async with running(settings, database_url) as (_daemon, recorder):
         await recorder.wait_for(3, within=10)
         fake_aws.failure = None
         await recorder.wait_for(6, within=15)
-    finally:
-        daemon.request_stop()
-        await task
     rows = await statuses(pool)
     assert {(r["status"], r["attempts"]) for r in rows.values()} == {("sent", 1)}
     factor = await pool.fetchval("SELECT factor FROM outbox.rate_bucket WHERE channel='email'")

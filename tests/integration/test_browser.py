@@ -43,6 +43,14 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
+def _wait_for_heading(browser: Any, text: str) -> None:
+    """Clicking submit returns before the next page has loaded: wait for it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.TAG_NAME, "h1").text == text)
+
+
 async def _preferences(database_url: str) -> dict[str, bool]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -66,7 +74,7 @@ def test_confirm_then_manage_categories_in_a_browser(
     browser.save_screenshot(str(tmp_path / "confirm.png"))
 
     browser.find_element(By.XPATH, "//button[normalize-space()='Unsubscribe']").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "You are unsubscribed"
+    _wait_for_heading(browser, "You are unsubscribed")
     assert asyncio.run(_preferences(database_url)) == {"news": True}
     status = browser.find_element(By.CSS_SELECTOR, "[role=status]")
     assert "news" in status.text
@@ -76,7 +84,7 @@ def test_confirm_then_manage_categories_in_a_browser(
     assert not box.is_selected()
     box.find_element(By.XPATH, "..").click()  # clicking the label toggles the box
     browser.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Preferences saved"
+    _wait_for_heading(browser, "Preferences saved")
     assert asyncio.run(_preferences(database_url)) == {"news": False}
     browser.save_screenshot(str(tmp_path / "saved.png"))
 

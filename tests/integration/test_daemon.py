@@ -11,7 +11,14 @@ import asyncpg
 
 from daemon.main import Daemon
 from outbox import NewMessage, enqueue, enqueue_many
-from tests.integration.daemon_helpers import Recorder, drain, make_settings, read_eml, statuses
+from tests.integration.daemon_helpers import (
+    Recorder,
+    drain,
+    make_settings,
+    read_eml,
+    running,
+    statuses,
+)
 
 
 async def test_committed_message_is_rendered_and_sent_once(
@@ -123,12 +130,7 @@ async def test_scheduled_message_waits_for_not_before(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(database_url, tmp_path, worker={"poll_interval": 5.0})
-    daemon = Daemon(settings, dsn=database_url)
-    recorder = Recorder()
-    daemon.completion_listeners.append(recorder)
-    task = asyncio.create_task(daemon.run())
-    try:
-        await daemon.started.wait()
+    async with running(settings, database_url) as (_daemon, recorder):
         due = datetime.now(UTC) + timedelta(seconds=1.0)
         message_id = await enqueue(
             pool, channel="email", recipient="later@example.com", template="welcome",
@@ -138,29 +140,18 @@ async def test_scheduled_message_waits_for_not_before(
         row = (await statuses(pool))[message_id]
         assert row["status"] == "sent"
         assert row["sent_at"] >= due
-    finally:
-        daemon.request_stop()
-        await task
 
 
 async def test_notify_wakes_an_idle_daemon_quickly(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(database_url, tmp_path, worker={"poll_interval": 30.0})
-    daemon = Daemon(settings, dsn=database_url)
-    recorder = Recorder()
-    daemon.completion_listeners.append(recorder)
-    task = asyncio.create_task(daemon.run())
-    try:
-        await daemon.started.wait()
+    async with running(settings, database_url) as (_daemon, recorder):
         await asyncio.sleep(0.3)  # let it go idle
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, channel="email", recipient="now@example.com", template="welcome",
                           context={"name": "N", "login_url": "https://x.example"})  # fmt: skip
         await recorder.wait_for(1, within=3)
-    finally:
-        daemon.request_stop()
-        await task
 
 
 async def test_cancelled_message_is_not_sent(

@@ -61,9 +61,5 @@ def test_round_trip_and_any_change_is_detected(recipient: str, category: str, fl
     position = flip % len(token)
     replacement = "A" if token[position] != "A" else "B"
     changed = token[:position] + replacement + token[position + 1 :]
-    try:
-        claim = read_token([KEY], changed)
-    except InvalidToken:
-        return
-    # base64 padding bits can change without changing the decoded bytes: same claim then.
-    assert (claim.recipient, claim.category) == (recipient, category)
+    with pytest.raises(InvalidToken):
+        read_token([KEY], changed)
