@@ -24,6 +24,8 @@ from outbox.store import Completion
 
 logger = logging.getLogger(__name__)
 
+#: A template context larger than this is a bug in the application, not a message.
+MAX_CONTEXT_BYTES = 256 * 1024
 #: How long a throttled message waits when the provider gives no hint.
 THROTTLE_DELAY_SECONDS = 1.0
 
@@ -121,6 +123,11 @@ class Dispatcher:
                 Completion(
                     message.id, message.attempts, Status.SUPPRESSED, error=message.suppressed_reason
                 )
+            )
+        if message.context_bytes > MAX_CONTEXT_BYTES:
+            raise errors.PermanentError(
+                f"context is {message.context_bytes} bytes stored, more than the "
+                f"{MAX_CONTEXT_BYTES // 1024} KiB limit"
             )
         _VALIDATORS[message.channel](message.recipient)
         extra_context, headers = self.links(message)

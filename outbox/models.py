@@ -81,6 +81,8 @@ class Message:
     created_at: datetime
     #: Set by the claim query when the recipient is suppressed or opted out of the category.
     suppressed_reason: str | None = None
+    #: Stored size of the context (compressed), as reported by the claim query.
+    context_bytes: int = 0
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Message:
@@ -98,6 +100,7 @@ class Message:
             expires_at=record["expires_at"],
             created_at=record["created_at"],
             suppressed_reason=record.get("suppressed_reason"),
+            context_bytes=record.get("context_bytes") or 0,
         )
 
     @property

@@ -24,7 +24,8 @@ WITH picked AS (
       FROM picked
      WHERE m.id = picked.id
     RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
-              m.locale, m.tags, m.attempts, m.expires_at, m.created_at
+              m.locale, m.tags, m.attempts, m.expires_at, m.created_at,
+              pg_column_size(m.context) AS context_bytes
 )
 SELECT c.*,
        coalesce(
