@@ -86,6 +86,12 @@ def test_dockerfile_runs_the_daemon_as_non_root_in_exec_form() -> None:
         assert (ROOT / source).exists(), source
 
 
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed")
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(["hadolint", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_grafana_dashboard_only_queries_real_metrics() -> None:
     dashboard = json.loads((ROOT / "docs" / "grafana" / "outboxd-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
