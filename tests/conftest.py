@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -76,11 +77,14 @@ async def _create_template(admin_dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_admin_dsn() -> Iterator[str]:
     """A DSN with rights to create databases; the template is ready when it is yielded."""
-    with _provision(tmp_path_factory.mktemp("pg")) as dsn:
-        asyncio.run(_create_template(dsn))
-        yield dsn
+    # Not under pytest's basetemp: pytest deletes old basetemps when another session
+    # starts, which would pull the data directory from under a running server.
+    with tempfile.TemporaryDirectory(prefix="outboxd-test-pg-") as directory:
+        with _provision(Path(directory)) as dsn:
+            asyncio.run(_create_template(dsn))
+            yield dsn
 
 
 @pytest.fixture

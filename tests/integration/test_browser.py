@@ -45,10 +45,14 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 def _wait_for_heading(browser: Any, text: str) -> None:
     """Clicking submit returns before the next page has loaded: wait for it."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.TAG_NAME, "h1").text == text)
+    wait = WebDriverWait(
+        browser, 10, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    )
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == text)
 
 
 async def _preferences(database_url: str) -> dict[str, bool]:
