@@ -81,10 +81,12 @@ def postgres_admin_dsn() -> Iterator[str]:
     """A DSN with rights to create databases; the template is ready when it is yielded."""
     # Not under pytest's basetemp: pytest deletes old basetemps when another session
     # starts, which would pull the data directory from under a running server.
-    with tempfile.TemporaryDirectory(prefix="outboxd-test-pg-") as directory:
-        with _provision(Path(directory)) as dsn:
-            asyncio.run(_create_template(dsn))
-            yield dsn
+    with (
+        tempfile.TemporaryDirectory(prefix="outboxd-test-pg-") as directory,
+        _provision(Path(directory)) as dsn,
+    ):
+        asyncio.run(_create_template(dsn))
+        yield dsn
 
 
 @pytest.fixture
