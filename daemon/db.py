@@ -11,6 +11,7 @@ import asyncpg
 
 from daemon.settings import Settings
 from outbox import errors, migrations
+from outbox.store import DRIVER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ async def create_pool(
             command_timeout=60,
             **kwargs,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except DRIVER_ERRORS as exc:
         raise errors.DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
     return pool
 

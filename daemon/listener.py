@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+
+from outbox.store import DRIVER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class Listener:
                 # Notifications sent while we were away are lost: look once now.
                 self.on_notify()
                 await self._watch(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DRIVER_ERRORS as exc:
                 failures += 1
                 delay = min(0.5 * 2**failures, 15.0)
                 logger.warning(
@@ -53,7 +56,9 @@ class Listener:
             finally:
                 self.connected = False
                 if conn is not None and not conn.is_closed():
-                    await conn.close(timeout=2)
+                    # Closing a connection the server already dropped may fail: it is gone.
+                    with contextlib.suppress(*DRIVER_ERRORS):
+                        await conn.close(timeout=2)
 
     async def _watch(self, conn: asyncpg.Connection) -> None:
         # A periodic query notices a dead server on a half-open socket.

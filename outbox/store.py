@@ -16,14 +16,22 @@ import asyncpg
 from outbox import errors, sql
 from outbox.models import Message, Status
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: Everything asyncpg raises when the server or the connection misbehaves, including the
+#: client-side family (protocol errors, a restarted server's surprises).
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 @contextlib.asynccontextmanager
 async def _translated(action: str) -> AsyncIterator[None]:
     try:
         yield
-    except _DRIVER_ERRORS as exc:
+    except DRIVER_ERRORS as exc:
         raise errors.DatabaseError(f"{action}: {type(exc).__name__}: {exc}") from exc
 
 

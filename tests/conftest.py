@@ -9,7 +9,7 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,6 +21,8 @@ from outbox import migrations
 __all__ = ["with_database"]
 
 TEMPLATE_DB = "outboxd_test_template"
+#: The data directory of the embedded test server, when that is what runs.
+_embedded: list[Path] = []
 
 
 def _docker_reachable() -> bool:
@@ -56,9 +58,11 @@ def _provision(tmp_dir: Path) -> Iterator[str]:
     import pgserver
 
     server = pgserver.get_server(tmp_dir / "pgdata", cleanup_mode="delete")
+    _embedded.append(tmp_dir / "pgdata")
     try:
         yield server.get_uri()
     finally:
+        _embedded.clear()
         server.cleanup()
 
 
@@ -119,3 +123,19 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("OUTBOXD_") and name != "OUTBOXD_TEST_DATABASE_URL":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def restart_postgres(postgres_admin_dsn: str) -> Callable[[], None]:
+    """Restart the test server (fast shutdown: every connection drops). Embedded only."""
+    if not _embedded:
+        pytest.skip("only the embedded test server can be restarted by the tests")
+    pgdata = _embedded[0]
+
+    def restart() -> None:
+        import pgserver
+
+        user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs it as this user
+        pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=user)
+
+    return restart

@@ -1,0 +1,121 @@
+"""Chaos: the daemon killed again and again, and the database restarted under it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.integration.daemon_helpers import welcome_backlog
+from tests.integration.smtp_sink import Sink, smtp_sink
+
+__all__ = ["smtp_sink"]
+
+CONCURRENCY = 32
+
+
+def _env(database_url: str, tmp_path: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env.update(
+        OUTBOXD_DATABASE_URL=database_url, OUTBOXD_DATA_DIR=str(tmp_path / "data"),
+        OUTBOXD_EMAIL__PROVIDER="smtp", OUTBOXD_SMTP__HOST="127.0.0.1",
+        OUTBOXD_SMTP__PORT=str(port), OUTBOXD_SMTP__TIMEOUT="1",
+        OUTBOXD_SMS__PROVIDER="null", OUTBOXD_HTTP__ENABLED="false",
+        OUTBOXD_WORKER__CONCURRENCY=str(CONCURRENCY), OUTBOXD_WORKER__BATCH_SIZE="100",
+        OUTBOXD_WORKER__LEASE_SECONDS="5", OUTBOXD_WORKER__REAP_INTERVAL="0.3",
+        OUTBOXD_WORKER__POLL_INTERVAL="0.3", OUTBOXD_WORKER__RETRY_BASE_SECONDS="0.1",
+        OUTBOXD_WORKER__RETRY_MAX_SECONDS="0.5", OUTBOXD_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    return env
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = Path(env["OUTBOXD_DATA_DIR"]).parent / "daemon.log"
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run"], env=env, stdout=out, stderr=out
+        )
+
+
+async def _sent(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status = 'sent'")
+    return count
+
+
+async def _wait_all_sent(pool: asyncpg.Pool, total: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while await _sent(pool) < total:
+        assert time.monotonic() < deadline, f"only {await _sent(pool)} of {total} sent"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_repeated_kill_9_loses_nothing_and_duplicates_only_in_flight_sends(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
+) -> None:
+    total, kills = 20_000, 5
+    await welcome_backlog(pool, total)
+    env = _env(database_url, tmp_path, smtp_sink.port)
+    rng = random.Random(7)
+    for _ in range(kills):
+        proc = _start(env)
+        before = await _sent(pool)
+        # Kill mid-drain, once it is visibly sending.
+        deadline = time.monotonic() + 30
+        while await _sent(pool) < before + 200:
+            assert proc.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(rng.uniform(0.1, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = _start(env)
+    try:
+        await _wait_all_sent(pool, total, within=180)
+    finally:
+        final.terminate()
+        assert final.wait(30) == 0
+    received = Counter(envelope.rcpt_tos[0] for envelope in smtp_sink.messages)
+    assert set(received) == {f"user{i}@example.com" for i in range(total)}  # none lost
+    duplicates = sum(received.values()) - len(received)
+    # Only sends in flight at a kill can repeat: at most the concurrency per kill.
+    assert duplicates <= kills * CONCURRENCY, duplicates
+    reclaimed = await pool.fetchval("SELECT count(*) FROM outbox.message WHERE attempts > 1")
+    assert duplicates <= reclaimed
+
+
+@pytest.mark.slow
+async def test_database_restart_mid_run_is_survived(
+    pool: asyncpg.Pool,
+    database_url: str,
+    tmp_path: Path,
+    smtp_sink: Sink,
+    restart_postgres: Callable[[], None],
+) -> None:
+    total = 3000
+    await welcome_backlog(pool, total)
+    proc = _start(_env(database_url, tmp_path, smtp_sink.port))
+    try:
+        while await _sent(pool) < 300:
+            assert proc.poll() is None
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(restart_postgres)
+        await pool.expire_connections()
+        # More work arrives after the restart: the LISTEN connection must be back too.
+        await welcome_backlog(pool, 10)
+        await _wait_all_sent(pool, total + 10, within=120)
+        assert proc.poll() is None  # the daemon rode it out; it did not crash and restart
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    received = Counter(envelope.rcpt_tos[0] for envelope in smtp_sink.messages)
+    assert len(received) == total  # user0..user2999, the later ten share these names
