@@ -90,8 +90,19 @@ class SmtpProvider:
         )
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """A new connection; an unreachable server pauses the channel.
+
+        With one relay, a server that cannot be reached fails every send alike: pausing
+        (no attempt used, one probe per cool-down) rides out an outage of any length.
+        """
         client = self._new_client()
-        await client.connect()
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError, OSError) as exc:
+            client.close()
+            raise errors.ChannelPaused(
+                f"SMTP server {self.settings.host}:{self.settings.port} unreachable: {exc}"
+            ) from exc
         self.connections_opened += 1
         return client
 
@@ -113,6 +124,8 @@ class SmtpProvider:
                     client.close()
                     client = await self._connect()
                     await client.sendmail(self.envelope_from, [message.recipient], data)
+            except errors.ChannelPaused:
+                raise
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if client is not None:
                     client.close()

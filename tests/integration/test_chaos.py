@@ -119,3 +119,34 @@ async def test_database_restart_mid_run_is_survived(
         assert proc.wait(30) == 0
     received = Counter(envelope.rcpt_tos[0] for envelope in smtp_sink.messages)
     assert len(received) == total  # user0..user2999, the later ten share these names
+
+
+@pytest.mark.slow
+async def test_smtp_down_for_30_seconds_then_everything_is_delivered(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.integration.aws_fake import free_port
+
+    total = 2000
+    await welcome_backlog(pool, total)
+    port = free_port()
+    env = _env(database_url, tmp_path, port)
+    env["OUTBOXD_WORKER__PAUSE_SECONDS"] = "2"
+    proc = _start(env)
+    sink = Sink(port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    try:
+        await asyncio.sleep(30)  # the SMTP server is down all this time
+        assert proc.poll() is None
+        assert await _sent(pool) == 0
+        controller.start()
+        await _wait_all_sent(pool, total, within=60)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        controller.stop()
+    assert len({e.rcpt_tos[0] for e in sink.messages}) == total
+    # The outage used up no attempts: a paused channel refunds them.
+    assert await pool.fetchval("SELECT max(attempts) FROM outbox.message") == 1

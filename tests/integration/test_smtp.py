@@ -14,7 +14,13 @@ from daemon.providers.smtp import SmtpProvider
 from daemon.settings import SmtpSettings
 from outbox import enqueue, errors
 from outbox.models import Message, Rendered
-from tests.integration.daemon_helpers import drain, make_settings, statuses, welcome_backlog
+from tests.integration.daemon_helpers import (
+    drain,
+    make_settings,
+    running,
+    statuses,
+    welcome_backlog,
+)
 from tests.integration.smtp_sink import Sink, smtp_sink, smtp_tls_sink
 
 __all__ = ["smtp_sink", "smtp_tls_sink"]
@@ -70,7 +76,7 @@ async def test_permanent_reply_fails_at_once_and_others_are_delivered(
     assert sum(1 for r in rows.values() if r["status"] == "sent") == 5
 
 
-async def test_server_down_is_transient(
+async def test_server_down_pauses_the_channel_without_using_attempts(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
     from tests.integration.aws_fake import free_port
@@ -78,13 +84,15 @@ async def test_server_down_is_transient(
     message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
                                template="welcome", context=CONTEXT)  # fmt: skip
     settings = make_settings(
-        database_url, tmp_path, worker={"max_attempts": 2},
+        database_url, tmp_path, worker={"max_attempts": 2, "pause_seconds": 0.3},
         email={"provider": "smtp"}, smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 2},
     )  # fmt: skip
-    await drain(settings, database_url)
+    async with running(settings, database_url) as (daemon, recorder):
+        await recorder.wait_for(3, within=10)  # the first failure and two probes
+        assert "unreachable" in daemon.paused["email"]
     row = (await statuses(pool))[message_id]
-    assert row["status"] == "failed" and row["attempts"] == 2
-    assert row["last_error"].startswith("attempts exhausted (2): SMTP")
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    assert "unreachable" in row["last_error"]
 
 
 def _message(i: int) -> Message:
