@@ -22,7 +22,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -102,22 +102,8 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.asynccontextmanager
-async def throwaway_database(dsn: str) -> AsyncIterator[str]:
-    name = f"outboxd_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield db.with_database(dsn, name)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+def throwaway_database(dsn: str) -> contextlib.AbstractAsyncContextManager[str]:
+    return db.scratch_database(dsn, f"outboxd_bench_{secrets.token_hex(4)}")
 
 
 def _free_port() -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +37,27 @@ def with_database(dsn: str, name: str) -> str:
     """``dsn`` pointing at database ``name`` (TCP and unix-socket DSNs alike)."""
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(
+    admin_dsn: str, name: str, *, template: str | None = None
+) -> AsyncIterator[str]:
+    """Create database ``name`` (optionally from ``template``), yield its DSN, drop it."""
+    clause = f' TEMPLATE "{template}"' if template else ""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(admin_dsn, name)
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 def resolve_dsn(settings: Settings) -> tuple[str, bool]:

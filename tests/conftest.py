@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.db import with_database
+from daemon.db import scratch_database, with_database
 from outbox import migrations
 
 __all__ = ["with_database"]
@@ -97,17 +97,8 @@ def postgres_admin_dsn() -> Iterator[str]:
 async def database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test."""
     name = f"outboxd_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    finally:
-        await conn.close()
-    yield with_database(postgres_admin_dsn, name)
-    conn = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch_database(postgres_admin_dsn, name, template=TEMPLATE_DB) as dsn:
+        yield dsn
 
 
 @pytest.fixture

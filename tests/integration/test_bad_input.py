@@ -85,19 +85,3 @@ async def test_bad_rows_end_right_and_good_rows_are_delivered(
     assert {r["status"] for r in good_rows} == {"sent"}
     assert (await statuses(pool))[cancelled]["status"] == "cancelled"
     assert len(list((tmp_path / "outgoing").glob("*.eml"))) == 301  # good + the locale fallback
-
-
-@pytest.mark.parametrize(
-    ("args", "complaint"),
-    [
-        ("channel => 'fax', recipient => 'a', template => 't'", "channel must be"),
-        ("channel => 'email', recipient => 'a@b.c', template => 't', priority => 9", "priority"),
-        ("channel => 'email', recipient => 'a@b.c', template => 't', context => '[]'", "context"),
-    ],
-)
-async def test_rows_that_cannot_exist_are_refused_at_enqueue(
-    pool: asyncpg.Pool, args: str, complaint: str
-) -> None:
-    with pytest.raises(asyncpg.PostgresError, match=complaint):
-        await pool.fetchval(f"SELECT outbox.enqueue({args})")
-    assert await pool.fetchval("SELECT count(*) FROM outbox.message") == 0

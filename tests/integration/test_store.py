@@ -43,12 +43,13 @@ async def test_sql_enqueue_function_with_named_arguments(pool: asyncpg.Pool) -> 
         ("channel => 'email', recipient => '  ', template => 't'", "recipient is empty"),
         ("channel => 'email', recipient => 'a@b.c', template => ''", "template is empty"),
         ("channel => 'email', recipient => 'a@b.c', template => 't', priority => 7", "priority"),
+        ("channel => 'email', recipient => 'a@b.c', template => 't', context => '[]'", "context"),
     ],
 )
 async def test_sql_enqueue_rejects_bad_arguments(
     pool: asyncpg.Pool, args: str, complaint: str
 ) -> None:
-    with pytest.raises(asyncpg.InvalidParameterValueError, match=complaint):
+    with pytest.raises(asyncpg.PostgresError, match=complaint):
         await pool.fetchval(f"SELECT outbox.enqueue({args})")
     assert await pool.fetchval("SELECT count(*) FROM outbox.message") == 0
 
