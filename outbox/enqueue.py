@@ -176,7 +176,7 @@ SELECT channel, btrim(recipient), template, context, category, priority, locale,
        idempotency_key, coalesce(not_before, now()), expires_at, tags
   FROM outbox_enqueue_staging
  ORDER BY ord
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 """
 
 

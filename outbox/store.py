@@ -6,15 +6,19 @@ Driver errors are translated at this boundary into :class:`outbox.errors.Databas
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from outbox import errors, sql
-from outbox.models import Message, Status
+from outbox.models import Message, Priority, Status
+
+#: Where a claim scan of one priority stopped: (not_before, id) of the last row it took.
+ClaimPosition = tuple[datetime, int]
+#: Claim order: highest priority first.
+_PRIORITIES = sorted((int(p) for p in Priority), reverse=True)
 
 #: Everything asyncpg raises when the server or the connection misbehaves, including the
 #: client-side family (protocol errors, a restarted server's surprises).
@@ -35,9 +39,11 @@ async def _translated(action: str) -> AsyncIterator[None]:
         raise errors.DatabaseError(f"{action}: {type(exc).__name__}: {exc}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """The outcome of one delivery attempt, to be written by the completer."""
+class Completion(NamedTuple):
+    """The outcome of one delivery attempt, to be written by the completer.
+
+    A NamedTuple for the reason given in :mod:`outbox.models`.
+    """
 
     message_id: int
     #: The attempt number the claim assigned; part of the lease guard.
@@ -59,12 +65,31 @@ class Store:
         self.pool = pool
 
     async def claim(
-        self, channel: str, limit: int, worker: str, lease_seconds: float
+        self,
+        channel: str,
+        limit: int,
+        worker: str,
+        lease_seconds: float,
+        after: Mapping[int, ClaimPosition] | None = None,
     ) -> list[Message]:
-        """Lease up to ``limit`` due messages of ``channel`` to ``worker``."""
+        """Lease up to ``limit`` due messages of ``channel`` to ``worker``.
+
+        Highest priority first. ``after`` maps a priority to the position where the scan of
+        that priority starts (exclusive); a priority missing from it is scanned from the
+        head. Rows behind a position are not claimed by this call.
+        """
+        after = after or {}
+        positions = [after.get(priority) for priority in _PRIORITIES]
         async with _translated("claim"):
             rows = await self.pool.fetch(
-                sql.get("claim_batch"), channel, limit, worker, float(lease_seconds)
+                sql.get("claim_batch"),
+                channel,
+                limit,
+                worker,
+                float(lease_seconds),
+                _PRIORITIES,
+                [p[0] if p else None for p in positions],
+                [p[1] if p else None for p in positions],
             )
         return [Message.from_record(row) for row in rows]
 
@@ -140,6 +165,11 @@ class Store:
         async with _translated("stats"):
             return list(await self.pool.fetch(sql.get("counts_by_status")))
 
+    async def unfinished_counts(self) -> list[asyncpg.Record]:
+        """(channel, status, n) for pending and sending rows."""
+        async with _translated("stats"):
+            return list(await self.pool.fetch(sql.get("unfinished_counts")))
+
     async def oldest_pending(self) -> dict[str, float]:
         async with _translated("stats"):
             rows = await self.pool.fetch(sql.get("oldest_pending"))
@@ -210,6 +240,7 @@ QUERY_NAMES = (
     "requeue_matching",
     "wake",
     "counts_by_status",
+    "unfinished_counts",
     "oldest_pending",
     "recent_activity",
     "feedback_rates",

@@ -4,16 +4,27 @@
 -- schema_versions() --
 SELECT version FROM outbox.schema_migration ORDER BY version
 
--- claim_batch(channel, limit, worker, lease_seconds) --
--- Claims due pending rows in priority order, then not_before. The suppression and
+-- claim_batch(channel, limit, worker, lease_seconds, priorities, after_not_before, after_id) --
+-- Claims due pending rows in priority order, then not_before, id. Each priority's scan
+-- starts after the position where the caller's previous claim of it ended ($6, $7; NULL
+-- scans from the head), so claims do not walk the index entries of rows already claimed,
+-- which a long transaction elsewhere keeps from being cleaned up. The suppression and
 -- preference checks ride along so the daemon needs no second round trip.
 WITH picked AS (
-    SELECT id
-      FROM outbox.message
-     WHERE status = 'pending' AND channel = $1 AND not_before <= now()
-     ORDER BY priority DESC, not_before, id
+    SELECT next.id
+      FROM unnest($5::smallint[], $6::timestamptz[], $7::bigint[])
+           AS c(priority, after_not_before, after_id)
+     CROSS JOIN LATERAL (
+           SELECT id
+             FROM outbox.message
+            WHERE status = 'pending' AND channel = $1 AND priority = c.priority
+              AND not_before <= now()
+              AND (not_before, id) > (coalesce(c.after_not_before, '-infinity'),
+                                      coalesce(c.after_id, 0))
+            ORDER BY not_before, id
+            LIMIT $2
+              FOR UPDATE SKIP LOCKED) AS next
      LIMIT $2
-       FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE outbox.message m
        SET status = 'sending',
@@ -21,10 +32,10 @@ WITH picked AS (
            locked_until = now() + make_interval(secs => $4),
            attempts = m.attempts + 1,
            updated_at = now()
-      FROM picked
-     WHERE m.id = picked.id
+     -- By primary key: a join would hash the whole table for every claim.
+     WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
-              m.locale, m.tags, m.attempts, m.expires_at, m.created_at,
+              m.locale, m.tags, m.attempts, m.expires_at, m.created_at, m.not_before,
               pg_column_size(m.context) AS context_bytes
 )
 SELECT c.*,
@@ -43,7 +54,7 @@ SELECT c.*,
                AND p.opted_out)
        ) AS suppressed_reason
   FROM claimed c
- ORDER BY c.priority DESC, c.id
+ ORDER BY c.priority DESC, c.not_before, c.id
 
 -- complete_many(ids, attempts, statuses, errors, providers, provider_message_ids, retry_delays, refunds, worker) --
 -- Writes a batch of results. Guarded by the lease: a row that was reclaimed after its
@@ -61,15 +72,20 @@ UPDATE outbox.message m
        locked_by = NULL,
        locked_until = NULL,
        updated_at = now()
-  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::float8[], $8::integer[])
-       AS r(id, attempts, status, error, provider, provider_message_id, retry_delay, refund)
+  FROM (SELECT u.*, $9::text AS worker
+          FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[],
+                      $6::text[], $7::float8[], $8::integer[])
+               AS u(id, attempts, status, error, provider, provider_message_id, retry_delay,
+                    refund)
+        OFFSET 0) AS r
+ -- The rows are found by primary key, for as many rows as there are results, whatever the
+ -- statistics say. The lease checks compare with columns of the results (OFFSET 0 keeps
+ -- them there): as filters on the table alone the planner would expect about one row to
+ -- pass and walk the whole result list once per row. A lease holder is always 'sending'
+ -- (message_lease_holder_check).
  WHERE m.id = r.id
-   -- Look rows up by primary key: the partial lease index fills with dead entries under
-   -- load, and a plan that scans it makes every completion slower than the last.
    AND m.id = ANY($1::bigint[])
-   AND m.status = 'sending'
-   AND m.locked_by = $9
+   AND m.locked_by = r.worker
    AND m.attempts = r.attempts
 
 -- next_due(channel) --
@@ -101,8 +117,7 @@ UPDATE outbox.message m
        locked_by = NULL,
        locked_until = NULL,
        updated_at = now()
-  FROM expired
- WHERE m.id = expired.id
+ WHERE m.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING m.id, m.status
 
 -- purge_messages(older_than_seconds, limit) --
@@ -116,7 +131,7 @@ WITH doomed AS (
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 )
-DELETE FROM outbox.message m USING doomed WHERE m.id = doomed.id
+DELETE FROM outbox.message WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 
 -- purge_events(older_than_seconds, limit) --
 WITH doomed AS (
@@ -124,7 +139,7 @@ WITH doomed AS (
      WHERE created_at < now() - make_interval(secs => $1)
      LIMIT $2
 )
-DELETE FROM outbox.event e USING doomed WHERE e.id = doomed.id
+DELETE FROM outbox.event WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 
 -- requeue_ids(ids) --
 UPDATE outbox.message
@@ -151,8 +166,7 @@ WITH picked AS (
     UPDATE outbox.message m
        SET status = 'pending', attempts = 0, not_before = now(), last_error = NULL,
            locked_by = NULL, locked_until = NULL, updated_at = now()
-      FROM picked
-     WHERE m.id = picked.id AND NOT $6::boolean
+     WHERE m.id = ANY(ARRAY(SELECT id FROM picked)) AND NOT $6::boolean
     RETURNING m.id
 )
 SELECT (SELECT count(*) FROM picked) AS matched, (SELECT count(*) FROM moved) AS moved
@@ -166,11 +180,32 @@ SELECT channel, status, priority, count(*) AS n
  GROUP BY channel, status, priority
  ORDER BY channel, status, priority
 
--- oldest_pending() --
-SELECT channel, extract(epoch FROM now() - min(not_before))::float8 AS age_seconds
+-- unfinished_counts() --
+-- Queue depth for the gauges, from the two small partial indexes: a count of every row
+-- would scan the whole table (seconds, for tables kept for months).
+SELECT channel, 'pending' AS status, count(*) AS n
   FROM outbox.message
- WHERE status = 'pending' AND not_before <= now()
+ WHERE status = 'pending'
  GROUP BY channel
+UNION ALL
+SELECT channel, 'sending', count(*)
+  FROM outbox.message
+ WHERE locked_until IS NOT NULL
+ GROUP BY channel
+
+-- oldest_pending() --
+-- One short index probe per channel and priority.
+SELECT c.channel, extract(epoch FROM now() - min(t.due))::float8 AS age_seconds
+  FROM unnest(ARRAY['email', 'sms']) AS c(channel)
+ CROSS JOIN generate_series(0, 3) AS p(priority)
+ CROSS JOIN LATERAL (
+       SELECT not_before AS due
+         FROM outbox.message
+        WHERE status = 'pending' AND channel = c.channel AND priority = p.priority
+          AND not_before <= now()
+        ORDER BY not_before
+        LIMIT 1) AS t
+ GROUP BY c.channel
 
 -- recent_activity(window_seconds) --
 SELECT channel,
@@ -178,6 +213,7 @@ SELECT channel,
        count(*) FILTER (WHERE status = 'failed') AS failed
   FROM outbox.message
  WHERE updated_at >= now() - make_interval(secs => $1)
+   AND status NOT IN ('pending', 'sending')
  GROUP BY channel
 
 -- pending_templates(limit) --

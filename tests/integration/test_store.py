@@ -172,6 +172,45 @@ async def test_claim_orders_by_priority_then_not_before_and_skips_future(
     assert due is not None and due > now
 
 
+async def test_a_claim_resumes_after_the_given_position_of_each_priority(
+    pool: asyncpg.Pool,
+) -> None:
+    now = datetime.now(UTC)
+    for template, priority, age in [("a", 1, 50), ("b", 1, 40), ("c", 1, 30), ("u", 3, 45)]:
+        await enqueue(
+            pool, channel="email", recipient="a@example.com", template=template,
+            priority=priority, not_before=now - timedelta(seconds=age),
+        )  # fmt: skip
+    store = Store(pool)
+    first = await store.claim("email", 2, "w", 60)
+    assert [m.template for m in first] == ["u", "a"]
+    positions = {m.priority: (m.not_before, m.id) for m in first if m.not_before}
+    # Put "a" back to pending: it lies behind the position, only a scan from the head sees it.
+    await pool.execute("UPDATE outbox.message SET status = 'pending', locked_by = NULL, "
+                       "locked_until = NULL WHERE template = 'a'")  # fmt: skip
+    resumed = await store.claim("email", 10, "w", 60, after=positions)
+    assert [m.template for m in resumed] == ["b", "c"]
+    from_head = await store.claim("email", 10, "w", 60)
+    assert [m.template for m in from_head] == ["a"]
+
+
+async def test_queue_gauges_count_unfinished_rows_and_the_oldest_due_one(
+    pool: asyncpg.Pool,
+) -> None:
+    now = datetime.now(UTC)
+    for age in (90, 10, -3600):  # the last is scheduled an hour ahead
+        await enqueue(pool, channel="email", recipient="a@example.com", template="t",
+                      not_before=now - timedelta(seconds=age))  # fmt: skip
+    await enqueue(pool, channel="sms", recipient="+14155552671", template="t")
+    store = Store(pool)
+    await store.claim("sms", 1, "w", 60)
+    counts = {(r["channel"], r["status"]): r["n"] for r in await store.unfinished_counts()}
+    assert counts == {("email", "pending"): 3, ("sms", "sending"): 1}
+    oldest = await store.oldest_pending()
+    assert set(oldest) == {"email"}
+    assert 89 <= oldest["email"] < 120
+
+
 async def test_concurrent_claims_never_overlap(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await enqueue_many(
