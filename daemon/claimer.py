@@ -3,6 +3,14 @@
 It sleeps until a NOTIFY arrives, a retry or scheduled message becomes due, or the
 (jittered) poll interval passes; it never holds a row lock while a send runs: the claim
 commits the lease, sends run as tasks, and the completer writes the results.
+
+Each claim resumes its index scan where the previous one stopped (per priority). While a
+long transaction anywhere in the database holds back cleanup, the index entries of rows
+already claimed stay in the way, and a scan from the head would walk all of them every
+time. A row can still become due behind that position (a lease returned by the reaper, an
+insert committed late by a long transaction), so the lane scans from the head again
+regularly: as often as keeps those scans under a tenth of its claim time, and at least
+once per poll interval.
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ from datetime import UTC, datetime
 
 from daemon import metrics
 from daemon.completer import Completer
-from daemon.dispatch import Dispatcher, interrupted
+from daemon.deadlines import Deadlines
+from daemon.dispatch import Dispatcher
 from daemon.ratelimit import RateLimiter
+from daemon.senders import Senders
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.models import Message, Status
-from outbox.store import Store
+from outbox.store import ClaimPosition, Completion, Store
 
 logger = logging.getLogger(__name__)
 #: Our own generator: jitter never disturbs (or depends on) the global random state.
@@ -29,6 +39,8 @@ _jitter = random.Random()
 
 #: Claim nothing while this many results per slot wait to be written (backpressure).
 _COMPLETER_BACKLOG_PER_SLOT = 4
+#: A scan from the head may come again after this many times its own duration.
+_HEAD_SCAN_SPACING = 10.0
 
 
 class Lane:
@@ -44,15 +56,32 @@ class Lane:
         worker: WorkerSettings,
         worker_id: str,
         limiter: RateLimiter | None = None,
+        concurrency: int | None = None,
+        send_timeout: float | None = None,
     ) -> None:
         self.channel = channel
+        #: Sends in flight at most: the setting, or less when the provider takes fewer.
+        self.concurrency = min(worker.concurrency, concurrency or worker.concurrency)
         self.store = store
         self.dispatcher = dispatcher
         self.completer = completer
         self.worker = worker
         self.worker_id = worker_id
         self.limiter = limiter
-        self.in_flight: set[asyncio.Task[None]] = set()
+        timeout = send_timeout or dispatcher.send_timeout
+        #: Sends in flight, and claimed messages waiting for one. At most ``concurrency``
+        #: wait, so a row waits for at most one round of sends before its own: with the
+        #: lease longer than twice the send timeout (a settings rule), no lease runs out.
+        self.senders = Senders(
+            concurrency=self.concurrency,
+            deadlines=Deadlines(timeout),
+            send=dispatcher.deliver,
+            timed_out=lambda message: dispatcher.timed_out(message, timeout),
+            finished=self._finished,
+        )
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels(channel)
+        # A write by the completer can end backpressure as much as a finished send can.
+        completer.listeners.append(lambda _written: self._slot_freed.set())
         # _event interrupts a sleep; _woken says whether to claim (True) or only to
         # recompute the sleep because a nearer retry was scheduled (False).
         self._event = asyncio.Event()
@@ -65,12 +94,20 @@ class Lane:
         #: Circuit breaker: while set, claim nothing but one probe per cool-down.
         self.pause_reason: str | None = None
         self._probe_at: float | None = None
+        #: Per priority, where the next claim's scan starts; empty: from the head.
+        self._after: dict[int, ClaimPosition] = {}
+        self._head_scan_due = 0.0
 
     # -- signals from outside ---------------------------------------------------------
     def wake(self) -> None:
         """New rows may be due (NOTIFY arrived, or a reconnect may have missed one)."""
         self._woken = True
         self._event.set()
+
+    def rescan(self) -> None:
+        """Rows may have become due behind the claim position (leases returned)."""
+        self._head_scan_due = 0.0
+        self.wake()
 
     def wake_in(self, seconds: float) -> None:
         """Make sure the loop looks again after ``seconds`` (a retry becomes due)."""
@@ -90,6 +127,7 @@ class Lane:
         self.pause_reason = reason
         self._probe_at = time.monotonic() + self.worker.pause_seconds
         metrics.CHANNEL_PAUSED.labels(self.channel).set(1)
+        self.senders.release()  # they would only meet the same refusal
 
     def _resume(self) -> None:
         logger.warning("%s channel resumed", self.channel, extra={"action": "resume"})
@@ -100,6 +138,7 @@ class Lane:
     def stop(self) -> None:
         """Stop claiming; in-flight sends go on (see :meth:`drain`)."""
         self._stopping.set()
+        self.senders.stop()
         self.wake()
         self._slot_freed.set()
         if self.limiter is not None:
@@ -112,15 +151,15 @@ class Lane:
     # -- the loop ----------------------------------------------------------------------
     async def run(self, *, until_empty: bool = False) -> None:
         """Claim and dispatch until stopped (or, with ``until_empty``, until drained)."""
-        concurrency = self.worker.concurrency
+        concurrency = self.concurrency
         batch_size = self.worker.batch_size
-        # After a full claim, wait for a worthwhile number of free slots instead of
+        # After a full claim, wait for a worthwhile number of free places instead of
         # claiming one row per round trip.
         refill = max(1, min(batch_size, concurrency) // 4)
         backlog = False
         db_failures = 0
         while not self.stopping:
-            free = concurrency - len(self.in_flight)
+            free = 2 * concurrency - self.senders.busy - len(self.senders.waiting)
             if free <= 0 or (backlog and free < refill) or self._completer_congested():
                 await self._wait_for_slot()
                 continue
@@ -139,9 +178,7 @@ class Lane:
             self._woken = False
             started = time.perf_counter()
             try:
-                messages = await self.store.claim(
-                    self.channel, want, self.worker_id, self.worker.lease_seconds
-                )
+                messages, from_head = await self._claim(want)
             except errors.DatabaseError as exc:
                 if self.limiter is not None:
                     await self._give_back(want)
@@ -160,20 +197,39 @@ class Lane:
                 await self._give_back(want - len(messages))
             if messages:
                 metrics.CLAIMED.labels(self.channel).inc(len(messages))
-                for message in messages:
-                    self._spawn(message)
+                self.senders.add(messages)
             backlog = len(messages) == want
             if backlog:
                 continue
             if until_empty:
+                if not from_head:
+                    self._head_scan_due = 0.0  # "empty" only counts from the head
+                    continue
                 if await self._drained():
                     return
                 continue
             await self._wait_for_work()
 
+    async def _claim(self, want: int) -> tuple[list[Message], bool]:
+        """Claim up to ``want`` messages; also says whether the scan started at the head."""
+        now = time.monotonic()
+        from_head = now >= self._head_scan_due
+        if from_head:
+            self._after.clear()
+        messages = await self.store.claim(
+            self.channel, want, self.worker_id, self.worker.lease_seconds, self._after
+        )
+        if from_head:
+            spacing = (time.monotonic() - now) * _HEAD_SCAN_SPACING
+            self._head_scan_due = now + min(spacing, self.worker.poll_interval)
+        for message in messages:  # in claim order: the last of each priority wins
+            if message.not_before is not None:
+                self._after[message.priority] = (message.not_before, message.id)
+        return messages, from_head
+
     async def _drained(self) -> bool:
         """Drain mode: true once nothing is in flight, written or due soon."""
-        if self.in_flight:
+        if self.senders.busy or self.senders.waiting:
             await self._wait_for_slot()
             return False
         await self.completer.wait_idle()
@@ -184,6 +240,7 @@ class Lane:
         return False
 
     async def _wait_for_slot(self) -> None:
+        self._in_flight_gauge.set(self.senders.busy)
         self._slot_freed.clear()
         try:
             async with asyncio.timeout(self.worker.poll_interval):
@@ -198,30 +255,15 @@ class Lane:
             await self.limiter.release(unused)
 
     def _completer_congested(self) -> bool:
-        return self.completer.backlog > self.worker.concurrency * _COMPLETER_BACKLOG_PER_SLOT
+        return self.completer.backlog > self.concurrency * _COMPLETER_BACKLOG_PER_SLOT
 
-    def _spawn(self, message: Message) -> None:
-        task = asyncio.create_task(self._deliver(message), name=f"deliver-{message.id}")
-        self.in_flight.add(task)
-        task.add_done_callback(self._done)
-        metrics.IN_FLIGHT.labels(self.channel).set(len(self.in_flight))
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.in_flight.discard(task)
-        metrics.IN_FLIGHT.labels(self.channel).set(len(self.in_flight))
-        self._slot_freed.set()
-
-    async def _deliver(self, message: Message) -> None:
-        try:
-            completion = await self.dispatcher.deliver(message)
-        except asyncio.CancelledError:
-            self.completer.add(interrupted(message))
-            raise
+    def _finished(self, completion: Completion) -> None:
         if completion.status is Status.PENDING:
             self.wake_in(completion.retry_delay + 0.05)
         elif completion.status is Status.SENT and self.pause_reason is not None:
             self._resume()
         self.completer.add(completion)
+        self._slot_freed.set()
 
     async def _next_due_delay(self) -> float | None:
         try:
@@ -259,15 +301,11 @@ class Lane:
             self._wake_at = None
 
     async def drain(self, grace_seconds: float) -> int:
-        """Wait up to ``grace_seconds`` for in-flight sends; cancel the rest.
+        """Give back unstarted messages; wait up to ``grace_seconds`` for in-flight sends,
+        then cancel the rest.
 
         Returns how many sends were cancelled (their rows go back to pending).
         """
-        if not self.in_flight:
-            return 0
-        _, still_running = await asyncio.wait(set(self.in_flight), timeout=grace_seconds)
-        for task in still_running:
-            task.cancel()
-        if still_running:
-            await asyncio.gather(*still_running, return_exceptions=True)
-        return len(still_running)
+        cancelled = await self.senders.drain(grace_seconds)
+        self._in_flight_gauge.set(0)
+        return cancelled

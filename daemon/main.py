@@ -149,6 +149,10 @@ class Daemon:
         for lane in self.lanes.values():
             lane.wake()
 
+    def _rescan_all(self) -> None:
+        for lane in self.lanes.values():
+            lane.rescan()
+
     async def run(self, *, until_empty: bool = False) -> None:
         """Run until :meth:`request_stop` (or, with ``until_empty``, until drained)."""
         settings = self.settings
@@ -191,9 +195,13 @@ class Daemon:
                     worker=settings.worker,
                     worker_id=self.worker_id,
                     limiter=limiter,
+                    concurrency=getattr(provider, "max_in_flight", None),
+                    send_timeout=settings.send_timeout(channel),
                 )
-            reaper = Reaper(store, settings.worker)
-            reaper.on_reaped.append(self._wake_all)
+            reaper = Reaper(
+                store, settings.worker, gauges=settings.http.enabled and not until_empty
+            )
+            reaper.on_reaped.append(self._rescan_all)
             self.listener = listener = Listener(self.dsn, self._wake_all)
 
             if settings.http.enabled and not until_empty:

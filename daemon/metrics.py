@@ -73,7 +73,7 @@ COMPLETE_BATCH_SIZE = Histogram(
 IN_FLIGHT = Gauge("outboxd_in_flight", "Sends running now.", ["channel"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge(
     "outboxd_queue_depth",
-    "Messages by status (refreshed by the reaper).",
+    "Messages waiting (pending) or being sent (sending), refreshed every 15 s.",
     ["channel", "status"],
     registry=REGISTRY,
 )

@@ -22,9 +22,11 @@ _PURGE_BATCH = 1000
 
 
 class Reaper:
-    def __init__(self, store: Store, worker: WorkerSettings) -> None:
+    def __init__(self, store: Store, worker: WorkerSettings, *, gauges: bool = True) -> None:
         self.store = store
         self.worker = worker
+        #: Whether to refresh the queue gauges: only a process serving /metrics shows them.
+        self.gauges = gauges
         self._stopping = asyncio.Event()
         self._gauges_at = 0.0
         #: Called when rows went back to pending, so the claimers look at once.
@@ -51,7 +53,7 @@ class Reaper:
         reaped = await self.reap_leases()
         if self.worker.retention_days is not None:
             await self.purge(self.worker.retention_days * 86400)
-        if time.monotonic() - self._gauges_at >= _GAUGE_INTERVAL_SECONDS:
+        if self.gauges and time.monotonic() - self._gauges_at >= _GAUGE_INTERVAL_SECONDS:
             await self.refresh_gauges()
         return reaped
 
@@ -92,7 +94,7 @@ class Reaper:
     async def refresh_gauges(self) -> None:
         self._gauges_at = time.monotonic()
         depth: dict[tuple[str, str], int] = {}
-        for row in await self.store.counts_by_status():
+        for row in await self.store.unfinished_counts():
             key = (row["channel"], row["status"])
             depth[key] = depth.get(key, 0) + row["n"]
         metrics.QUEUE_DEPTH.clear()

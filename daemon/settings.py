@@ -131,7 +131,12 @@ class FeedbackSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    concurrency: int = Field(64, ge=1, le=10_000, description="Sends in flight per channel.")
+    concurrency: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Sends in flight per channel (SMTP: at most 4 per pooled connection).",
+    )
     processes: int = Field(
         1, ge=1, le=64, description="Daemon processes `run` starts (one per core is sensible)."
     )

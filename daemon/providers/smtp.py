@@ -24,6 +24,8 @@ from outbox.models import Message, Receipt, Rendered
 
 logger = logging.getLogger(__name__)
 
+_QUEUED_PER_CONNECTION = 4
+
 
 def classify(exc: Exception) -> errors.OutboxError:
     """The decision for an aiosmtplib error."""
@@ -57,6 +59,9 @@ class SmtpProvider:
         self.domain = mime.sender_domain(sender)
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(settings.pool_size)
+        #: Sends worth having in flight: a few per connection keep the connections busy;
+        #: more would only wait for one, inside their send timeout.
+        self.max_in_flight = settings.pool_size * _QUEUED_PER_CONNECTION
         #: Connections opened so far (tests and metrics read it).
         self.connections_opened = 0
 

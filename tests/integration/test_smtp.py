@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 
 from daemon.providers.smtp import SmtpProvider
 from daemon.settings import SmtpSettings
 from outbox import enqueue, errors
 from outbox.models import Message, Rendered
+from tests.integration.aws_fake import free_port
 from tests.integration.daemon_helpers import (
     drain,
     make_settings,
@@ -134,3 +138,46 @@ async def test_wrong_password_is_transient_not_a_crash(smtp_tls_sink: Sink) -> N
         with pytest.raises(errors.TransientError, match="SMTP"):
             await provider.send(_message(1), Rendered(subject="s", text="t"))
     assert smtp_tls_sink.messages == []
+
+
+class _SlowServer:
+    """Answers DATA after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.recipients: list[str] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
+        self.recipients.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+async def test_a_send_past_its_timeout_is_cut_off_and_retried(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    # One connection, three sends in flight, 0.4 s per message: waiting for the connection
+    # counts too, so the third send of each round runs past the 1 s timeout, is cut off
+    # and tried again.
+    server = _SlowServer(delay=0.4)
+    port = free_port()
+    controller = Controller(server, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        await welcome_backlog(pool, 6)
+        settings = make_settings(
+            database_url, tmp_path, worker={"concurrency": 3, "max_attempts": 20},
+            email={"provider": "smtp"},
+            smtp={"host": "127.0.0.1", "port": port, "timeout": 1, "pool_size": 1},
+        )  # fmt: skip
+        async with running(settings, database_url) as (_, recorder):
+            async with asyncio.timeout(60):
+                while sum(c.status == "sent" for c in recorder.completions) < 6:
+                    recorder.changed.clear()
+                    await recorder.changed.wait()
+    finally:
+        controller.stop()
+    cut_off = [c for c in recorder.completions if c.error == "smtp: no answer within 1s"]
+    assert cut_off and all(c.status == "pending" for c in cut_off)
+    assert set(server.recipients) == {f"user{i}@example.com" for i in range(6)}
+    assert await pool.fetchval("SELECT max(attempts) FROM outbox.message") > 1
