@@ -3,19 +3,54 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import email_validator
 import phonenumbers
 
 from outbox import errors
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: A dot-atom local part at a domain of plain ASCII labels under an all-letter TLD.
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+_SPECIAL_USE_TLDS = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+#: RFC 2142 mailboxes (postmaster, abuse...), which email_validator lowercases.
+_CASE_INSENSITIVE_MAILBOXES = frozenset(
+    email_validator.rfc_constants.CASE_INSENSITIVE_MAILBOX_NAMES
+)
+
+
+def _plain_address(address: str) -> str | None:
+    """The normalised form of an address that email_validator would surely accept, or None.
+
+    email_validator costs 50-65 us for an address it has not seen (Unicode and IDNA
+    checks), a third of a message's whole cost in a backlog of distinct recipients. Most
+    addresses are plain ASCII; this accepts only those, with every rule the library would
+    apply to them, and leaves anything else (Unicode, punycode, special-use domains) to
+    the library (so do the RFC 2142 mailboxes it lowercases). A property test holds the
+    two to the same answers.
+    """
+    match = _PLAIN_ADDRESS.fullmatch(address)
+    if match is None or len(address) > 254:
+        return None
+    domain = match[1].lower()
+    if "--" in domain or len(domain) > 253 or domain.rsplit(".", 1)[1] in _SPECIAL_USE_TLDS:
+        return None
+    local = address[: match.start(1) - 1]
+    if local.lower() in _CASE_INSENSITIVE_MAILBOXES:
+        return None
+    return f"{local}@{domain}"
+
+
+def validate_email(address: str) -> str:
+    """The normalised address (domain in lower case), or InvalidRecipient with the reason."""
+    return _plain_address(address) or _validate_email(address)
+
 
 @functools.lru_cache(maxsize=65536)
-def validate_email(address: str) -> str:
-    """The normalised address, or InvalidRecipient with the reason.
-
-    Cached: a backlog often repeats recipients, and validation is the costliest check.
-    """
+def _validate_email(address: str) -> str:
+    # Cached: a backlog often repeats recipients, and this is the costliest check.
     if "\r" in address or "\n" in address:
         raise errors.InvalidRecipient("invalid email address: contains a line break")
     try:
