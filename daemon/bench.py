@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -27,10 +26,10 @@ from typing import Any
 
 import asyncpg
 
-from daemon import db
+from daemon import bench_support, db
 from daemon.main import Daemon
 from daemon.settings import Settings
-from outbox import NewMessage, enqueue_many, migrations
+from outbox import NewMessage, enqueue_many, errors, migrations
 from outbox.models import Status
 from outbox.store import Completion, Store
 
@@ -61,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip", action="append", default=[], choices=("floor", "drain", "latency")
     )
+    parser.add_argument(
+        "--compare",
+        choices=("celery",),
+        help="also drain the same backlog with a Celery worker on Redis (needs --provider smtp)",
+    )
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/15", help="broker for --compare celery"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -75,83 +82,43 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"outboxd bench: {result['messages']} messages, provider {result['provider']}"]
-    if "floor" in result:
-        floor = result["floor"]["rate"]
-        lines.append(f"  raw SQL floor (claim + batched completion): {floor:>10,.0f} rows/s")
-    if "drain" in result:
-        d = result["drain"]
-        lines.append(
-            f"  end to end (render + send + complete):      {d['rate']:>10,.0f} messages/s"
-        )
-        if "floor" in result:
-            ratio = d["rate"] / result["floor"]["rate"]
-            lines.append(f"  ratio to the SQL floor:                     {ratio:>10.1%}")
+
+    def line(label: str, value: str, phase: dict[str, Any] | None = None) -> None:
+        cpu = (phase or {}).get("cpu_us")
+        spent = ", ".join(f"{side} {us:,.0f}" for side, us in cpu.items()) if cpu else ""
+        lines.append(f"  {label:<44}{value:>20}" + (f"   CPU us each: {spent}" if spent else ""))
+
+    floor, drain = result.get("floor"), result.get("drain")
+    if floor:
+        line("raw SQL floor (claim + batched completion)", f"{floor['rate']:,.0f} rows/s", floor)
+    if drain:
+        processes = drain.get("processes", 1)
+        label = f"end to end, {processes} process{'es' if processes > 1 else ''}"
+        line(label, f"{drain['rate']:,.0f} messages/s", drain)
+        if floor:
+            line("ratio to the SQL floor", f"{drain['rate'] / floor['rate']:.1%}")
     if "bare_aioboto3" in result:
         bare = result["bare_aioboto3"]["rate"]
-        lines.append(f"  bare aioboto3 send_email loop:              {bare:>10,.0f} calls/s")
-        if "drain" in result:
-            ratio = result["drain"]["rate"] / bare
-            lines.append(f"  outboxd / bare aioboto3:                    {ratio:>10.1%}")
+        line("bare aioboto3 send_email loop", f"{bare:,.0f} calls/s")
+        if drain:
+            line("outboxd / bare aioboto3", f"{drain['rate'] / bare:.1%}")
+    if "celery" in result:
+        celery = result["celery"]
+        line("Celery + Redis worker, same backlog", f"{celery['rate']:,.0f} messages/s", celery)
+        if drain:
+            line("outboxd / Celery + Redis", f"{drain['rate'] / celery['rate']:.1f}x")
     if "latency" in result:
         lat = result["latency"]
-        lines.append(
-            f"  enqueue->sent at {lat['offered_rate']:g}/s offered: p50 {lat['p50_ms']:.1f} ms, "
-            f"p99 {lat['p99_ms']:.1f} ms ({lat['count']} messages)"
+        line(
+            f"enqueue->sent at {lat['offered_rate']:g}/s offered",
+            f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms",
         )
-    lines.append(f"  peak RSS: {result['peak_rss_mib']:.0f} MiB")
+    line("peak RSS of the bench process", f"{result['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines)
 
 
 def throwaway_database(dsn: str) -> contextlib.AbstractAsyncContextManager[str]:
     return db.scratch_database(dsn, f"outboxd_bench_{secrets.token_hex(4)}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def smtp_sink() -> Iterator[int]:
-    """An aiosmtpd sink in its own process (so it does not share our CPU core)."""
-    port = _free_port()
-    command = ["-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Sink"]
-    with _server(command, port) as ready:
-        yield ready
-
-
-@contextlib.contextmanager
-def fake_ses() -> Iterator[int]:
-    """The fast fake SES endpoint (daemon.fakeses) in its own process."""
-    port = _free_port()
-    with _server(["-m", "daemon.fakeses", str(port)], port) as ready:
-        yield ready
-
-
-@contextlib.contextmanager
-def _server(arguments: list[str], port: int) -> Iterator[int]:
-    import socket
-
-    proc = subprocess.Popen(
-        [sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None:
-                detail = proc.stderr.read() if proc.stderr else b""
-                raise RuntimeError(f"{arguments[1]} did not start: {detail!r}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 def _messages(count: int, *, offset: int = 0) -> Iterator[NewMessage]:
@@ -179,11 +146,24 @@ async def _fill(dsn: str, count: int, *, not_before_future: bool = False) -> Non
         await conn.close()
 
 
-async def _floor(dsn: str, count: int) -> dict[str, float]:
+async def _cpu_meter(dsn: str, processes: int | None = None) -> bench_support.CpuMeter:
+    """A CPU meter for outboxd (this process, or the tree under ``processes``) and for the
+    server behind ``dsn``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
+        return bench_support.CpuMeter(backend, processes)  # while the backend is alive
+    finally:
+        await conn.close()
+
+
+async def _floor(dsn: str, count: int) -> dict[str, Any]:
+    meter = await _cpu_meter(dsn)
     pool = await db.create_pool(dsn, min_size=1, max_size=2)
     try:
         store = Store(pool)
         done = 0
+        before = meter.read()
         started = time.perf_counter()
         while True:
             claimed = await store.claim("email", 500, "bench-floor", 60)
@@ -195,9 +175,10 @@ async def _floor(dsn: str, count: int) -> dict[str, float]:
             )
             done += len(claimed)
         elapsed = time.perf_counter() - started
+        cpu = meter.read().per_item(before, done)
     finally:
         await pool.close()
-    return {"rows": done, "seconds": round(elapsed, 3), "rate": done / elapsed}
+    return {"rows": done, "seconds": round(elapsed, 3), "rate": done / elapsed, "cpu_us": cpu}
 
 
 def _daemon_settings(settings: Settings, args: argparse.Namespace, port: int | None) -> Settings:
@@ -231,7 +212,8 @@ def _daemon_settings(settings: Settings, args: argparse.Namespace, port: int | N
     return settings.model_copy(update=update)
 
 
-async def _drain(dsn: str, settings: Settings, count: int) -> dict[str, float]:
+async def _drain(dsn: str, settings: Settings, count: int) -> dict[str, Any]:
+    meter = await _cpu_meter(dsn)
     daemon = Daemon(settings, dsn=dsn, worker_id="bench")
     sent = 0
 
@@ -240,24 +222,18 @@ async def _drain(dsn: str, settings: Settings, count: int) -> dict[str, float]:
         sent += sum(1 for c in batch if c.status is Status.SENT)
 
     daemon.completion_listeners.append(count_sent)
-    progress = asyncio.create_task(_progress(lambda: sent, count))
+    bar = bench_support.Progress(count)
+    progress = asyncio.create_task(bar.follow(lambda: sent))
     task = asyncio.create_task(daemon.run(until_empty=True))
     await daemon.started.wait()
+    before = meter.read()
     started = time.perf_counter()
     await task
     elapsed = time.perf_counter() - started
+    cpu = meter.read().per_item(before, sent)
     progress.cancel()
-    return {"sent": sent, "seconds": round(elapsed, 3), "rate": sent / elapsed}
-
-
-async def _progress(current: Any, total: int) -> None:
-    if not sys.stderr.isatty():
-        return
-    while True:
-        done = current()
-        filled = int(40 * done / max(total, 1))
-        print(f"\r  [{'#' * filled}{'.' * (40 - filled)}] {done}/{total}", end="", file=sys.stderr)
-        await asyncio.sleep(0.25)
+    bar.close()
+    return {"sent": sent, "seconds": round(elapsed, 3), "rate": sent / elapsed, "cpu_us": cpu}
 
 
 async def _latency(dsn: str, settings: Settings, rate: float, seconds: float) -> dict[str, float]:
@@ -310,16 +286,18 @@ async def _latency(dsn: str, settings: Settings, rate: float, seconds: float) ->
 
 
 async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    if args.compare and args.provider != "smtp":
+        raise errors.ConfigurationError("outboxd bench --compare celery needs --provider smtp")
     admin_dsn, _ = db.resolve_dsn(settings)
     result: dict[str, Any] = {"messages": args.messages, "provider": args.provider}
     with contextlib.ExitStack() as stack:
         port = None
         if args.provider == "smtp":
-            port = stack.enter_context(smtp_sink())
+            port = stack.enter_context(bench_support.smtp_sink())
         elif args.provider == "ses":
-            port = stack.enter_context(fake_ses())
-            _fake_credentials()
-            result["bare_aioboto3"] = await bare_ses_loop(
+            port = stack.enter_context(bench_support.fake_ses())
+            bench_support.fake_credentials()
+            result["bare_aioboto3"] = await bench_support.bare_ses_loop(
                 f"http://127.0.0.1:{port}", min(args.messages, 20_000), args.concurrency or 64
             )
         daemon_settings = _daemon_settings(settings, args, port)
@@ -342,6 +320,15 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
                 else:
                     result["drain"] = await _drain(dsn, daemon_settings, args.messages)
                 result["drain"]["processes"] = args.processes
+            if args.compare == "celery":
+                from daemon import bench_celery
+
+                assert port is not None
+                await _fill_due(dsn, args.messages)
+                result["celery"] = await bench_celery.drain(
+                    dsn, broker=args.redis_url, smtp_port=port, processes=args.processes
+                )
+                result["celery"]["processes"] = args.processes
             if "latency" not in args.skip:
                 result["latency"] = await _latency(
                     dsn, daemon_settings, args.rate, args.latency_seconds
@@ -360,41 +347,8 @@ async def _fill_due(dsn: str, count: int) -> None:
     await _fill(dsn, count)
 
 
-def _fake_credentials() -> None:
-    # The fake endpoint checks nothing, but botocore insists on some credentials.
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-
-
-async def bare_ses_loop(endpoint: str, count: int, concurrency: int) -> dict[str, float]:
-    """The same SendEmail calls with nothing of ours around them: the aioboto3 ceiling."""
-    from daemon.providers import aws
-    from daemon.settings import AwsSettings
-
-    request = {
-        "FromEmailAddress": "bench@example.com",
-        "Destination": {"ToAddresses": ["user@example.com"]},
-        "Content": {"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}}},
-    }
-    left = count
-    async with aws.client("sesv2", AwsSettings(endpoint_url=endpoint)) as client:
-
-        async def worker() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                await client.send_email(**request)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"sent": count, "seconds": round(elapsed, 3), "rate": count / elapsed}
-
-
-async def _drain_processes(
-    dsn: str, args: argparse.Namespace, port: int | None
-) -> dict[str, float]:
-    """Drain with a real `outboxd run --processes N`, timed by polling the database."""
+async def _drain_processes(dsn: str, args: argparse.Namespace, port: int | None) -> dict[str, Any]:
+    """Drain with a real `outboxd run --processes N`, timed by the rows' sent_at."""
     env = dict(os.environ)
     env.update(
         OUTBOXD_DATABASE_URL=dsn, OUTBOXD_EMAIL__PROVIDER=args.provider,
@@ -411,23 +365,20 @@ async def _drain_processes(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "daemon.cli", "run", "--processes", str(args.processes), env=env
     )
+    bar = bench_support.Progress(args.messages)
     try:
-        started = time.perf_counter()
-        first = None
-        while True:
-            sent = await conn.fetchval("SELECT count(*) FROM outbox.message WHERE status = 'sent'")
-            if sent and first is None:
-                first = time.perf_counter()  # start timing at the first send, after start-up
-                first_count = sent
-            if sent >= args.messages:
-                break
-            if proc.returncode is not None:
-                raise RuntimeError(f"outboxd run exited with {proc.returncode}")
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - (first or started)
+        return await bench_support.watch_drain(
+            conn,
+            args.messages,
+            proc,
+            await _cpu_meter(dsn, proc.pid),
+            # Due rows only: --extra-pending rows are scheduled for tomorrow.
+            "SELECT count(*) FROM outbox.message "
+            "WHERE status IN ('pending', 'sending') AND not_before <= now()",
+            bar.show,
+        )
     finally:
+        bar.close()
         proc.terminate()
         await proc.wait()
         await conn.close()
-    done = args.messages - (first_count if first else 0)
-    return {"sent": args.messages, "seconds": round(elapsed, 3), "rate": done / elapsed}

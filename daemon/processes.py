@@ -36,6 +36,7 @@ class Children:
     def __init__(self, count: int) -> None:
         self.count = count
         self.procs: list[asyncio.subprocess.Process] = []
+        self._terminated = False
 
     async def start(self) -> None:
         env = child_environment(os.environ)
@@ -58,9 +59,13 @@ class Children:
         for proc in self.procs:
             if proc.returncode is None:
                 proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            self._terminated = True
 
     async def stop(self, grace: float) -> None:
-        self.signal(signal.SIGTERM)
+        """Stop the children gracefully (once: a second SIGTERM means "exit at once")."""
+        if not self._terminated:
+            self.signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):
                 await asyncio.gather(*(proc.wait() for proc in self.procs))

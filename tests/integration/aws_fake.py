@@ -4,7 +4,6 @@ with AWS's own error shapes for what moto cannot produce (throttling, paused acc
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -15,15 +14,10 @@ import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
+from daemon.bench_support import free_port
+
 ACCOUNT = "123456789012"
 SENDER = "noreply@acme.example"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -150,3 +151,77 @@ async def test_smtp_down_for_30_seconds_then_everything_is_delivered(
     assert len({e.rcpt_tos[0] for e in sink.messages}) == total
     # The outage used up no attempts: a paused channel refunds them.
     assert await pool.fetchval("SELECT max(attempts) FROM outbox.message") == 1
+
+
+@pytest.mark.slow
+async def test_a_long_transaction_holding_back_cleanup_keeps_throughput_above_half(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """An open snapshot keeps every claimed row's old versions and index entries alive."""
+    backlog, window = 40_000, 10.0
+    env = _env(database_url, tmp_path, 1)
+    env.update(
+        OUTBOXD_EMAIL__PROVIDER="null", OUTBOXD_WORKER__PROCESSES="2",
+        OUTBOXD_WORKER__LEASE_SECONDS="120", OUTBOXD_WORKER__POLL_INTERVAL="5",
+        OUTBOXD_WORKER__REAP_INTERVAL="10",
+    )  # fmt: skip
+    for name in ("OUTBOXD_WORKER__CONCURRENCY", "OUTBOXD_WORKER__BATCH_SIZE"):
+        del env[name]  # the defaults
+    inserted = finished = 0
+    checked = await pool.fetchval("SELECT now()")
+
+    async def finished_since(since: Any) -> tuple[int, Any]:
+        # Through the small index of finished rows: cheap even while nothing is cleaned up.
+        row = await pool.fetchrow(
+            "SELECT count(*) AS n, clock_timestamp() AS at FROM outbox.message "
+            "WHERE status NOT IN ('pending', 'sending') AND updated_at >= $1",
+            since,
+        )
+        return row["n"], row["at"]
+
+    async def top_up() -> None:
+        # Keep the backlog near constant, so both phases drain the same kind of queue.
+        nonlocal inserted, finished, checked
+        n, checked_now = await finished_since(checked)
+        finished, checked = finished + n, checked_now
+        missing = finished + backlog - inserted
+        if missing > 0:
+            await pool.execute(
+                "INSERT INTO outbox.message (channel, recipient, template, context) "
+                "SELECT 'email', 'user' || i || '@example.com', 'welcome', "
+                "jsonb_build_object('name', 'U', 'login_url', 'https://x.example') "
+                "FROM generate_series($1::int, $2::int) AS i",
+                inserted, inserted + missing - 1,
+            )  # fmt: skip
+            inserted += missing
+
+    async def rates(windows: int) -> list[float]:
+        measured = []
+        for _ in range(windows):
+            started_at, started = await pool.fetchval("SELECT clock_timestamp()"), time.monotonic()
+            while time.monotonic() - started < window:
+                await asyncio.sleep(2.0)
+                await top_up()
+            n, _ = await finished_since(started_at)
+            measured.append(n / (time.monotonic() - started))
+        return measured
+
+    await top_up()
+    proc = _start(env)
+    long_running = await asyncpg.connect(database_url)
+    try:
+        await rates(1)  # start-up and warm-up
+        normal = await rates(2)
+        snapshot = long_running.transaction(isolation="repeatable_read")
+        await snapshot.start()
+        await long_running.fetchval("SELECT count(*) FROM outbox.message")
+        held = await rates(6)  # 60 s with cleanup held back
+        await snapshot.rollback()
+        assert proc.poll() is None
+    finally:
+        await long_running.close()
+        proc.terminate()
+        assert proc.wait(30) == 0
+    baseline = sum(normal) / len(normal)
+    print(f"normal {baseline:.0f}/s; with a 60 s transaction open: {[round(r) for r in held]}")
+    assert min(held) >= 0.5 * baseline, (normal, held)

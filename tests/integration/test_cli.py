@@ -181,3 +181,22 @@ async def test_requeue_filters_and_dry_run(
     assert by_id.stdout.strip() == "requeued 1 message(s)"
     left = await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status='failed'")
     assert left == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_bench_measures_every_phase_in_a_throwaway_database(
+    postgres_admin_dsn: str, tmp_path: Path, processes: str
+) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=postgres_admin_dsn, OUTBOXD_LOG_LEVEL="WARNING")
+    result = outboxd(
+        env, "bench", "--messages", "400", "--processes", processes, "--latency-seconds", "1",
+        "--rate", "50", "--extra-pending", "100", "--json", timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["floor"]["rows"] == 400 and report["floor"]["rate"] > 0
+    assert report["drain"]["sent"] == 400 and report["drain"]["rate"] > 0
+    assert report["drain"]["cpu_us"]["outboxd"] > 0
+    assert report["latency"]["count"] == 50
+    assert 0 < report["latency"]["p50_ms"] <= report["latency"]["p99_ms"]

@@ -6,7 +6,6 @@ import asyncio
 import email
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
+from daemon.bench_support import free_port
 from tests.integration.daemon_helpers import welcome_backlog
 
 _SENDING = "SELECT count(*) FROM outbox.message WHERE status = 'sending'"
@@ -39,13 +39,6 @@ class SlowSink:
         assert parsed["Subject"]
         self.received.extend(envelope.rcpt_tos)
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -114,7 +107,8 @@ async def test_sigterm_finishes_in_flight_sends_and_exits_zero(
     await welcome_backlog(pool, 20)
     proc = _start(_env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4"))
     try:
-        await _wait_until(pool, _SENDING, 4, 20, proc)
+        # Four sends in flight, four more rows claimed and waiting for a slot.
+        await _wait_until(pool, _SENDING, 8, 20, proc)
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 15)
     finally:
@@ -127,6 +121,13 @@ async def test_sigterm_finishes_in_flight_sends_and_exits_zero(
     assert counts.get("sending", 0) == 0
     assert counts["sent"] == len(sink.received) >= 4
     assert counts["sent"] + counts["pending"] == 20
+    # The rows that never got a slot went back without using an attempt.
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM outbox.message WHERE status = 'pending' AND attempts > 0"
+        )
+        == 0
+    )
 
 
 async def test_second_signal_exits_at_once(
@@ -135,7 +136,16 @@ async def test_second_signal_exits_at_once(
     sink, port = smtp
     sink.delay = 5.0
     await welcome_backlog(pool, 4)
-    proc = _start(_env(database_url, tmp_path, port))
+    # A send timeout longer than the sink's delay: the sends are surely still in flight
+    # when the second signal arrives, however late this test sees them start.
+    env = _env(
+        database_url,
+        tmp_path,
+        port,
+        OUTBOXD_SMTP__TIMEOUT="10",
+        OUTBOXD_WORKER__LEASE_SECONDS="30",
+    )
+    proc = _start(env)
     try:
         await _wait_until(pool, _SENDING, 4, 20, proc)
         proc.send_signal(signal.SIGTERM)
@@ -211,6 +221,33 @@ async def test_processes_flag_runs_several_processes(
     assert code == 0
     assert sorted(sink.received) == sorted(set(sink.received))
     assert len(sink.received) == 300
+
+
+def _logs(directory: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in directory.glob("daemon-*.log"))
+
+
+async def test_sigterm_drains_every_process_gracefully(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    sink.delay = 0.5
+    await welcome_backlog(pool, 100)
+    env = _env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4")
+    proc = _start(env, "--processes", "2")
+    try:
+        await _wait_until(pool, "SELECT count(DISTINCT locked_by) FROM outbox.message", 2, 30, proc)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    log = await asyncio.to_thread(_logs, tmp_path)
+    assert b"second signal" not in log  # the parent must not signal its children twice
+    # Both processes finished their sends and wrote the results: nothing is left leased.
+    assert await pool.fetchval(_SENDING) == 0
+    assert await pool.fetchval(_SENT) == len(sink.received) > 0
 
 
 def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
