@@ -352,7 +352,8 @@ async def _drain_processes(dsn: str, args: argparse.Namespace, port: int | None)
     env = dict(os.environ)
     env.update(
         OUTBOXD_DATABASE_URL=dsn, OUTBOXD_EMAIL__PROVIDER=args.provider,
-        OUTBOXD_HTTP__ENABLED="false", OUTBOXD_LOG_LEVEL="WARNING",
+        OUTBOXD_SMS__PROVIDER="null", OUTBOXD_HTTP__ENABLED="false",
+        OUTBOXD_LOG_LEVEL="WARNING",
     )  # fmt: skip
     if args.concurrency:
         env["OUTBOXD_WORKER__CONCURRENCY"] = str(args.concurrency)

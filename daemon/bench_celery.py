@@ -140,7 +140,7 @@ async def drain(dsn: str, *, broker: str, smtp_port: int, processes: int) -> dic
                 conn,
                 len(ids),
                 worker,
-                bench_support.CpuMeter(conn_pid, worker.pid),
+                bench_support.CpuMeter(conn_pid, worker.pid, side="celery"),
                 f"SELECT count(*) {due}",
             )
         finally:

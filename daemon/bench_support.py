@@ -139,9 +139,10 @@ class CpuReading:
     own: float
     database: float | None
 
-    def per_item(self, earlier: CpuReading, items: int) -> dict[str, float]:
-        """Microseconds per item since ``earlier``, by side."""
-        spent = {"outboxd": self.own - earlier.own}
+    def per_item(self, earlier: CpuReading, items: int, side: str = "outboxd") -> dict[str, float]:
+        """Microseconds per item since ``earlier``: ``side`` (the processes measured) and
+        postgres."""
+        spent = {side: self.own - earlier.own}
         if self.database is not None and earlier.database is not None:
             spent["postgres"] = self.database - earlier.database
         return {side: round(seconds * 1e6 / max(items, 1), 1) for side, seconds in spent.items()}
@@ -154,10 +155,14 @@ class CpuMeter:
     another host, or a /proc we may not read, is simply left out.
     """
 
-    def __init__(self, backend_pid: int | None, processes: int | None = None) -> None:
+    def __init__(
+        self, backend_pid: int | None, processes: int | None = None, side: str = "outboxd"
+    ) -> None:
         self.postmaster = parent_pid(backend_pid) if backend_pid else None
-        #: The root of the outboxd processes measured; None: this process alone.
+        #: The root of the processes measured; None: this process alone.
         self.processes = processes
+        #: What those processes are, as named in the report.
+        self.side = side
 
     def read(self) -> CpuReading:
         if self.processes is None:
@@ -194,7 +199,7 @@ async def watch_drain(
             started = True
             if left:
                 start = (meter.read(), total - left)
-    cpu = meter.read().per_item(start[0], total - start[1])
+    cpu = meter.read().per_item(start[0], total - start[1], meter.side)
     row = await conn.fetchrow(
         "SELECT count(*) AS sent, extract(epoch FROM max(sent_at) - min(sent_at)) AS seconds "
         "FROM outbox.message WHERE status = 'sent'"

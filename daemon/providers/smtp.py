@@ -36,8 +36,6 @@ def classify(exc: Exception) -> errors.OutboxError:
         exc, aiosmtplib.SMTPServerDisconnected
     ):
         return _by_code(exc.code, f"{exc.code} {exc.message}")
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return errors.TransientError(f"SMTP authentication failed: {exc}")
     return errors.TransientError(f"SMTP {type(exc).__name__}: {exc}")
 
 
@@ -95,21 +93,35 @@ class SmtpProvider:
         )
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        """A new connection; an unreachable server pauses the channel.
+        """A new connection; a server that cannot be reached or logged in to pauses the
+        channel.
 
-        With one relay, a server that cannot be reached fails every send alike: pausing
-        (no attempt used, one probe per cool-down) rides out an outage of any length.
+        With one relay, a failure to connect, to start TLS or to log in fails every send
+        alike, whatever the message: pausing (no attempt used, one probe per cool-down)
+        rides out an outage of any length, and a wrong password fails no message for good
+        while the operator fixes it.
         """
         client = self._new_client()
         try:
             await client.connect()
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
-            raise errors.ChannelPaused(
-                f"SMTP server {self.settings.host}:{self.settings.port} unreachable: {exc}"
-            ) from exc
+            raise errors.ChannelPaused(self._connect_failure(exc)) from exc
         self.connections_opened += 1
         return client
+
+    def _connect_failure(self, exc: BaseException) -> str:
+        server = f"SMTP server {self.settings.host}:{self.settings.port}"
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            return (
+                f"{server} refused the login of {self.settings.username!r}: "
+                f"{exc.code} {exc.message} (check OUTBOXD_SMTP__USERNAME and __PASSWORD)"
+            )
+        if isinstance(exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError)):
+            return f"{server} unreachable: {exc}"
+        if isinstance(exc, aiosmtplib.SMTPException):
+            return f"{server} refused the session: {exc}"  # EHLO, STARTTLS, AUTH offered
+        return f"{server} unreachable: {exc}"  # refused, reset, TLS handshake, ...
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
         data = mime.build_email(message, rendered, sender=self.sender, reply_to=self.reply_to)

@@ -129,15 +129,46 @@ async def test_starttls_and_auth(smtp_tls_sink: Sink) -> None:
     assert receipt.provider == "smtp" and len(smtp_tls_sink.messages) == 1
 
 
-async def test_wrong_password_is_transient_not_a_crash(smtp_tls_sink: Sink) -> None:
+async def test_wrong_password_pauses_the_channel(smtp_tls_sink: Sink) -> None:
     settings = SmtpSettings(
         host="127.0.0.1", port=smtp_tls_sink.port, tls="starttls", username="app",
         password="wrong", validate_certs=False, timeout=3,
     )  # fmt: skip
     async with SmtpProvider(settings, sender="a@acme.example") as provider:
-        with pytest.raises(errors.TransientError, match="SMTP"):
+        with pytest.raises(errors.ChannelPaused) as info:
             await provider.send(_message(1), Rendered(subject="s", text="t"))
+    assert "refused the login of 'app': 535" in info.value.reason
+    assert "wrong" not in info.value.reason  # never the password
     assert smtp_tls_sink.messages == []
+
+
+async def test_wrong_password_fails_no_message_and_fixing_it_delivers(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_tls_sink: Sink
+) -> None:
+    ids = []
+    for i in range(5):
+        ids.append(await enqueue(pool, channel="email", recipient=f"u{i}@example.com",
+                                 template="welcome", context=CONTEXT))  # fmt: skip
+
+    def settings(password: str) -> Any:
+        smtp = _smtp(smtp_tls_sink, tls="starttls", username="app", password=password,
+                     validate_certs=False)  # fmt: skip
+        return make_settings(database_url, tmp_path, **smtp,
+                             worker={"max_attempts": 2, "pause_seconds": 0.3})  # fmt: skip
+
+    async with running(settings("wrong"), database_url) as (daemon, recorder):
+        await recorder.wait_for(3, within=15)  # the first failure and two probes
+        assert "refused the login" in daemon.paused["email"]
+    rows = await statuses(pool)
+    assert {(rows[i]["status"], rows[i]["attempts"]) for i in ids} == {("pending", 0)}
+    assert "refused the login of 'app': 535" in rows[ids[0]]["last_error"]
+
+    # Fixed and restarted: the rows were put back for one cool-down, then all go out.
+    async with running(settings("s3cret"), database_url) as (_, recorder):
+        await recorder.wait_for(5, within=15)
+    rows = await statuses(pool)
+    assert {rows[i]["status"] for i in ids} == {"sent"}
+    assert len(smtp_tls_sink.messages) == 5
 
 
 class _SlowServer:
