@@ -27,7 +27,6 @@ from typing import Any
 import asyncpg
 
 from daemon import bench_support, db
-from daemon.main import Daemon
 from daemon.settings import Settings
 from outbox import NewMessage, enqueue_many, errors, migrations
 from outbox.models import Status
@@ -214,6 +213,11 @@ def _daemon_settings(settings: Settings, args: argparse.Namespace, port: int | N
 
 async def _drain(dsn: str, settings: Settings, count: int) -> dict[str, Any]:
     meter = await _cpu_meter(dsn)
+    # Imported here, not with the module: the CLI imports this module to build its
+    # parser, and `outboxd run --processes N` must choose prometheus_client's
+    # multiprocess mode before anything imports it (daemon.main does).
+    from daemon.main import Daemon
+
     daemon = Daemon(settings, dsn=dsn, worker_id="bench")
     sent = 0
 
@@ -237,6 +241,8 @@ async def _drain(dsn: str, settings: Settings, count: int) -> dict[str, Any]:
 
 
 async def _latency(dsn: str, settings: Settings, rate: float, seconds: float) -> dict[str, float]:
+    from daemon.main import Daemon
+
     daemon = Daemon(settings, dsn=dsn, worker_id="bench-latency")
     task = asyncio.create_task(daemon.run())
     await daemon.started.wait()

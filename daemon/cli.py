@@ -160,6 +160,19 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    processes = args.processes or settings.worker.processes
+    if processes < 1:
+        _fail("--processes must be at least 1", EXIT_USAGE)
+    if processes > 1 and not args.child and settings.http.enabled:
+        from daemon.processes import shared_metrics
+
+        # Entered before anything imports prometheus_client: the parent's metrics too.
+        with shared_metrics():
+            return _run(settings, args, processes)
+    return _run(settings, args, processes)
+
+
+def _run(settings: Settings, args: argparse.Namespace, processes: int) -> int:
     from daemon.main import Daemon
 
     dsn, embedded = db.resolve_dsn(settings)
@@ -174,10 +187,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 f"outboxd: {channel} goes to files in {settings.file_dir.resolve()}",
                 file=sys.stderr,
             )
-
-    processes = args.processes or settings.worker.processes
-    if processes < 1:
-        _fail("--processes must be at least 1", EXIT_USAGE)
 
     async def runner() -> int:
         from daemon.processes import Children

@@ -1,6 +1,15 @@
-"""Prometheus metrics, in a registry of our own (served at ``GET /metrics``)."""
+"""Prometheus metrics, in a registry of our own (served at ``GET /metrics``).
+
+With ``outboxd run --processes N`` every process writes its values to files in a directory
+shared through ``PROMETHEUS_MULTIPROC_DIR`` (see :func:`daemon.processes.shared_metrics`),
+and the parent's ``/metrics`` adds them up: counters and histograms are summed, and each
+gauge says how its processes' values combine (``multiprocess_mode``; ignored with one
+process).
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -10,9 +19,12 @@ from prometheus_client import (
     Histogram,
     Info,
     generate_latest,
+    multiprocess,
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+#: Whether prometheus_client came up in multiprocess mode (it decides once, on import).
+SHARED = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 SENT = Counter(
     "outboxd_messages_sent_total",
@@ -70,18 +82,26 @@ COMPLETE_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
     registry=REGISTRY,
 )
-IN_FLIGHT = Gauge("outboxd_in_flight", "Sends running now.", ["channel"], registry=REGISTRY)
+IN_FLIGHT = Gauge(
+    "outboxd_in_flight",
+    "Sends running now.",
+    ["channel"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 QUEUE_DEPTH = Gauge(
     "outboxd_queue_depth",
     "Messages waiting (pending) or being sent (sending), refreshed every 15 s.",
     ["channel", "status"],
     registry=REGISTRY,
+    multiprocess_mode="livemostrecent",  # only the process serving /metrics counts
 )
 OLDEST_PENDING = Gauge(
     "outboxd_oldest_pending_seconds",
     "Age of the oldest due pending message: how far behind delivery is.",
     ["channel"],
     registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
 )
 FEEDBACK_EVENTS = Counter(
     "outboxd_feedback_events_total",
@@ -100,6 +120,7 @@ CHANNEL_PAUSED = Gauge(
     "1 while the provider has paused sending for the channel (circuit open).",
     ["channel"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",  # paused in any process
 )
 LEASES_REAPED = Counter(
     "outboxd_leases_reaped_total",
@@ -110,10 +131,22 @@ HEARTBEAT = Gauge(
     "outboxd_claim_loop_heartbeat_timestamp_seconds",
     "Unix time the slowest claim loop last completed a cycle.",
     registry=REGISTRY,
+    multiprocess_mode="livemin",  # the slowest loop of all processes
 )
-BUILD_INFO = Info("outboxd_build", "Version and worker id of this process.", registry=REGISTRY)
+
+#: Metrics of the serving process alone (multiprocess mode has no Info).
+PROCESS_REGISTRY = CollectorRegistry(auto_describe=True)
+BUILD_INFO = Info(
+    "outboxd_build", "Version and worker id of this process.", registry=PROCESS_REGISTRY
+)
 
 
 def render() -> tuple[bytes, str]:
-    """The exposition body and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    """The exposition body and its content type: every process's metrics when several
+    processes share a metrics directory, this process's otherwise."""
+    if SHARED:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(PROCESS_REGISTRY), CONTENT_TYPE_LATEST

@@ -2,22 +2,53 @@
 
 One process tops out near a core (rendering, MIME, the AWS SDK are CPU-bound Python), so
 ``--processes N`` starts N-1 children beside the parent's own daemon. SKIP LOCKED keeps
-them from sending a row twice. Only the parent serves HTTP and talks to systemd; it
-forwards SIGTERM/SIGINT to the children and stops everything if one dies.
+them from sending a row twice. Only the parent serves HTTP and talks to systemd; its
+/metrics covers every process. It forwards SIGTERM/SIGINT to the children and stops
+everything if one dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
 CHILD_FLAG = "--child"
+
+#: prometheus_client's switch to multiprocess mode (read when it is first imported).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[str]:
+    """Make every process of this run write its metrics where the parent's /metrics adds
+    them up (prometheus_client's multiprocess mode), in a directory of this run's own.
+
+    Must be entered before prometheus_client is imported, so that the parent's own
+    metrics go there too; the children inherit the variable. A fresh directory each run:
+    files left by an earlier run would be counted again.
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("shared_metrics() must run before prometheus_client is imported")
+    directory = tempfile.mkdtemp(prefix="outboxd-metrics-")
+    previous = os.environ.get(METRICS_DIR_VARIABLE)
+    os.environ[METRICS_DIR_VARIABLE] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(METRICS_DIR_VARIABLE, None)
+        else:
+            os.environ[METRICS_DIR_VARIABLE] = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def child_environment(parent: Mapping[str, str]) -> dict[str, str]:

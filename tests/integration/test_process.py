@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.bench_support import free_port
 from tests.integration.daemon_helpers import welcome_backlog
@@ -221,6 +223,56 @@ async def test_processes_flag_runs_several_processes(
     assert code == 0
     assert sorted(sink.received) == sorted(set(sink.received))
     assert len(sink.received) == 300
+
+
+async def _sent_total(http_port: int) -> float:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{http_port}/metrics") as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    assert "outboxd_build_info{" in text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "outboxd_messages_sent_total"
+    )
+
+
+async def test_metrics_add_up_every_process(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp: tuple[SlowSink, int]
+) -> None:
+    sink, port = smtp
+    sink.delay = 0.05
+    await welcome_backlog(pool, 300)
+    http_port, temp = free_port(), tmp_path / "tmp"
+    temp.mkdir()
+    env = _env(
+        database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4",
+        OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(http_port), TMPDIR=str(temp),
+    )  # fmt: skip
+    proc = _start(env, "--processes", "2")
+    try:
+        # Both processes send (each holds leases at once), then everything is sent.
+        await _wait_until(pool, "SELECT count(DISTINCT locked_by) FROM outbox.message", 2, 30, proc)
+        await _wait_until(pool, _SENT, 300, 60, proc)
+        assert [p.name[:16] for p in temp.iterdir()] == ["outboxd-metrics-"]
+        sent = 0.0
+        for _ in range(100):  # the counters may trail the rows by a moment
+            sent = await _sent_total(http_port)
+            if sent >= 300:
+                break
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sent == 300 == len(sink.received)
+    assert code == 0
+    assert list(temp.iterdir()) == []  # the run's metrics files went with it
 
 
 def _logs(directory: Path) -> bytes:
