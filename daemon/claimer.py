@@ -55,9 +55,9 @@ class Lane:
         completer: Completer,
         worker: WorkerSettings,
         worker_id: str,
+        send_timeout: float,
         limiter: RateLimiter | None = None,
         concurrency: int | None = None,
-        send_timeout: float | None = None,
     ) -> None:
         self.channel = channel
         #: Sends in flight at most: the setting, or less when the provider takes fewer.
@@ -68,15 +68,14 @@ class Lane:
         self.worker = worker
         self.worker_id = worker_id
         self.limiter = limiter
-        timeout = send_timeout or dispatcher.send_timeout
         #: Sends in flight, and claimed messages waiting for one. At most ``concurrency``
         #: wait, so a row waits for at most one round of sends before its own: with the
         #: lease longer than twice the send timeout (a settings rule), no lease runs out.
         self.senders = Senders(
             concurrency=self.concurrency,
-            deadlines=Deadlines(timeout),
+            deadlines=Deadlines(send_timeout),
             send=dispatcher.deliver,
-            timed_out=lambda message: dispatcher.timed_out(message, timeout),
+            timed_out=lambda message: dispatcher.timed_out(message, send_timeout),
             finished=self._finished,
         )
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(channel)

@@ -27,7 +27,7 @@ class Deadlines:
         self._expired: set[asyncio.Task[None]] = set()
 
     def watch(self, task: asyncio.Task[None]) -> None:
-        """Start the clock for ``task`` (just created)."""
+        """Start the clock for the send ``task`` is about to make."""
         self._running[task] = time.monotonic() + self.timeout
         if self._timer is None:
             self._arm()

@@ -51,7 +51,6 @@ class Dispatcher:
         renderer: Renderer,
         providers: Mapping[str, Provider],
         worker: WorkerSettings,
-        send_timeout: float,
         links: LinkBuilder = _no_links,
         on_paused: Callable[[str, str], None] | None = None,
         on_throttled: Callable[[str], None] | None = None,
@@ -59,7 +58,6 @@ class Dispatcher:
         self.renderer = renderer
         self.providers = providers
         self.worker = worker
-        self.send_timeout = send_timeout
         self.links = links
         self.on_paused = on_paused
         self.on_throttled = on_throttled
@@ -75,13 +73,14 @@ class Dispatcher:
     async def deliver(self, message: Message) -> Completion:
         """Run every step for one message and decide what happens to it.
 
-        The caller bounds it by the channel's send timeout and then asks :meth:`timed_out`.
+        The caller bounds it by the channel's send timeout, and asks :meth:`timed_out` for
+        the completion of a send it cut off.
         """
         provider = self.providers[message.channel]
         try:
             rendered = self.prepare(message)
             started = time.perf_counter()
-            # No timeout here: the caller enforces send_timeout (see daemon.deadlines).
+            # No timeout here: the caller enforces the send timeout (see daemon.deadlines).
             receipt = await provider.send(message, rendered)
             sent, send_seconds = self._sent[message.channel]
             send_seconds.observe(time.perf_counter() - started)

@@ -178,7 +178,6 @@ class Daemon:
                 renderer=renderer,
                 providers=channel_providers,
                 worker=settings.worker,
-                send_timeout=settings.max_send_timeout,
                 on_paused=self._on_paused,
                 on_throttled=self._on_throttled,
                 links=self.links,
@@ -194,9 +193,9 @@ class Daemon:
                     completer=completer,
                     worker=settings.worker,
                     worker_id=self.worker_id,
+                    send_timeout=settings.send_timeout(channel),
                     limiter=limiter,
                     concurrency=getattr(provider, "max_in_flight", None),
-                    send_timeout=settings.send_timeout(channel),
                 )
             reaper = Reaper(
                 store, settings.worker, gauges=settings.http.enabled and not until_empty
