@@ -145,13 +145,11 @@ async def _fill(dsn: str, count: int, *, not_before_future: bool = False) -> Non
         await conn.close()
 
 
-async def _cpu_meter(dsn: str, processes: int | None = None) -> bench_support.CpuMeter:
-    """A CPU meter for outboxd (this process, or the tree under ``processes``) and for the
-    server behind ``dsn``."""
+async def _cpu_meter(dsn: str) -> bench_support.CpuMeter:
+    """A CPU meter for this process (hosting the daemon) and for the server behind ``dsn``."""
     conn = await asyncpg.connect(dsn)
     try:
-        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
-        return bench_support.CpuMeter(backend, processes)  # while the backend is alive
+        return await bench_support.CpuMeter.of(conn)
     finally:
         await conn.close()
 
@@ -378,7 +376,7 @@ async def _drain_processes(dsn: str, args: argparse.Namespace, port: int | None)
             conn,
             args.messages,
             proc,
-            await _cpu_meter(dsn, proc.pid),
+            await bench_support.CpuMeter.of(conn, proc.pid),
             # Due rows only: --extra-pending rows are scheduled for tomorrow.
             "SELECT count(*) FROM outbox.message "
             "WHERE status IN ('pending', 'sending') AND not_before <= now()",
@@ -386,6 +384,5 @@ async def _drain_processes(dsn: str, args: argparse.Namespace, port: int | None)
         )
     finally:
         bar.close()
-        proc.terminate()
-        await proc.wait()
+        await bench_support.stop(proc)
         await conn.close()

@@ -135,21 +135,14 @@ async def drain(dsn: str, *, broker: str, smtp_port: int, processes: int) -> dic
         try:
             from daemon import bench_support
 
-            conn_pid: int = await conn.fetchval("SELECT pg_backend_pid()")
             return await bench_support.watch_drain(
                 conn,
                 len(ids),
                 worker,
-                bench_support.CpuMeter(conn_pid, worker.pid, side="celery"),
+                await bench_support.CpuMeter.of(conn, worker.pid, side="celery"),
                 f"SELECT count(*) {due}",
             )
         finally:
-            worker.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await worker.wait()
-            except TimeoutError:
-                worker.kill()
-                await worker.wait()
+            await bench_support.stop(worker, grace=10)
     finally:
         await conn.close()

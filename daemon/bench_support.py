@@ -164,6 +164,14 @@ class CpuMeter:
         #: What those processes are, as named in the report.
         self.side = side
 
+    @classmethod
+    async def of(
+        cls, conn: asyncpg.Connection, processes: int | None = None, side: str = "outboxd"
+    ) -> CpuMeter:
+        """A meter for ``processes`` and for the server ``conn`` is connected to."""
+        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
+        return cls(backend, processes, side)  # while the backend is alive
+
     def read(self) -> CpuReading:
         if self.processes is None:
             usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -172,6 +180,18 @@ class CpuMeter:
             own = process_tree_cpu(self.processes)
         database = process_tree_cpu(self.postmaster) if self.postmaster else None
         return CpuReading(own, database)
+
+
+async def stop(proc: asyncio.subprocess.Process, grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``grace`` seconds."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        async with asyncio.timeout(grace):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 async def watch_drain(

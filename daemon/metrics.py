@@ -22,9 +22,11 @@ from prometheus_client import (
     multiprocess,
 )
 
+from daemon.processes import METRICS_DIR_VARIABLE
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 #: Whether prometheus_client came up in multiprocess mode (it decides once, on import).
-SHARED = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+SHARED = bool(os.environ.get(METRICS_DIR_VARIABLE))
 
 SENT = Counter(
     "outboxd_messages_sent_total",
