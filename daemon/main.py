@@ -15,21 +15,23 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
-from daemon import db, metrics, providers, sdnotify, unsubscribe
-from daemon.claimer import Lane
-from daemon.completer import Completer
-from daemon.dispatch import Dispatcher, LinkBuilder
-from daemon.listener import Listener
+from daemon import db, keys, metrics, providers, sdnotify
+from daemon.delivery.completer import Completer
+from daemon.delivery.dispatch import Dispatcher, LinkBuilder
+from daemon.delivery.lane import Lane
+from daemon.delivery.links import Links
+from daemon.delivery.ratelimit import RateLimiter
+from daemon.delivery.reaper import Reaper
+from daemon.delivery.render import Renderer
+from daemon.delivery.wakeup import WakeupListener
+from daemon.http import app as http_app
+from daemon.http.state import ServiceState
 from daemon.providers.base import Provider
-from daemon.ratelimit import RateLimiter
-from daemon.reaper import Reaper
 from daemon.settings import Settings
-from outbox import errors, resources
+from outbox import errors
 from outbox.models import Channel
-from outbox.render import Renderer
 from outbox.store import Completion, Store
 
 logger = logging.getLogger(__name__)
@@ -38,24 +40,6 @@ logger = logging.getLogger(__name__)
 def make_worker_id() -> str:
     """Unique per process: host, pid and a random suffix (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def templates_dir(settings: Settings) -> Path:
-    return settings.templates_dir or resources.bundled_templates_dir()
-
-
-def unsubscribe_keys(settings: Settings) -> list[bytes]:
-    """The configured HMAC keys, or a development key kept under the data dir."""
-    if settings.secret_key:
-        return [key.get_secret_value().encode() for key in settings.secret_key]
-    return [unsubscribe.load_or_create_key(settings.data_dir)]
-
-
-def public_url(settings: Settings) -> str:
-    """Base URL of unsubscribe links: OUTBOXD_PUBLIC_URL, else this daemon's own address."""
-    if settings.public_url is not None:
-        return str(settings.public_url).rstrip("/")
-    return f"http://{settings.http.host}:{settings.http.port}"
 
 
 class Daemon:
@@ -74,16 +58,16 @@ class Daemon:
         self.dsn = dsn
         self.worker_id = worker_id or make_worker_id()
         self.provider_overrides = dict(provider_overrides or {})
-        self.unsubscribe_keys = unsubscribe_keys(settings)
-        self.links: LinkBuilder = links or unsubscribe.Links(
-            public_url=public_url(settings),
-            keys=self.unsubscribe_keys,
+        self.signing_keys = keys.signing_keys(settings)
+        self.links: LinkBuilder = links or Links(
+            public_url=settings.links_base_url,
+            keys=self.signing_keys,
             mailto=settings.email.list_unsubscribe_mailto,
         )
         self.lanes: dict[str, Lane] = {}
         self.completer: Completer | None = None
         self.store: Store | None = None
-        self.listener: Listener | None = None
+        self.listener: WakeupListener | None = None
         self.limiters: dict[str, RateLimiter] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.started = asyncio.Event()
@@ -106,6 +90,16 @@ class Daemon:
             return float("inf")
         oldest = min(lane.heartbeat for lane in self.lanes.values())
         return time.monotonic() - oldest
+
+    def _service_state(self, store: Store) -> ServiceState:
+        return ServiceState(
+            settings=self.settings,
+            store=store,
+            signing_keys=self.signing_keys,
+            stopping=self.stopping,
+            heartbeat_age=self.heartbeat_age,
+            paused=lambda: self.paused,
+        )
 
     def _on_paused(self, channel: str, reason: str) -> None:
         self.lanes[channel].pause(reason)
@@ -169,9 +163,10 @@ class Daemon:
                 or providers.build_sms(settings),
             }
             for provider in channel_providers.values():
-                await stack.enter_async_context(provider)
+                await provider.open()
+                stack.push_async_callback(provider.close)
 
-            renderer = Renderer(templates_dir(settings), brand=settings.brand)
+            renderer = Renderer.from_settings(settings)
             self.completer = completer = Completer(store, self.worker_id)
             completer.listeners.extend(self.completion_listeners)
             dispatcher = Dispatcher(
@@ -201,12 +196,10 @@ class Daemon:
                 store, settings.worker, gauges=settings.http.enabled and not until_empty
             )
             reaper.on_reaped.append(self._rescan_all)
-            self.listener = listener = Listener(self.dsn, self._wake_all)
+            self.listener = listener = WakeupListener(self.dsn, self._wake_all)
 
             if settings.http.enabled and not until_empty:
-                from daemon import web
-
-                self.http_port = await web.start(stack, self)
+                self.http_port = await http_app.start(stack, self._service_state(store))
 
             metrics.BUILD_INFO.info({"version": _version(), "worker": self.worker_id})
             logger.info(

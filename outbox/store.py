@@ -187,6 +187,12 @@ class Store:
         async with _translated("pending templates"):
             return list(await self.pool.fetch(sql.get("pending_templates"), limit))
 
+    async def statuses(self, ids: Sequence[int]) -> dict[int, str]:
+        """The status of each of ``ids`` that exists."""
+        async with _translated("statuses"):
+            rows = await self.pool.fetch(sql.get("statuses_of"), list(ids))
+        return {row["id"]: row["status"] for row in rows}
+
     async def message(self, message_id: int) -> asyncpg.Record | None:
         async with _translated("message"):
             row: asyncpg.Record | None = await self.pool.fetchrow(
@@ -246,6 +252,7 @@ QUERY_NAMES = (
     "feedback_rates",
     "pending_templates",
     "message_by_id",
+    "statuses_of",
     "schema_versions",
     "rate_init",
     "rate_take",

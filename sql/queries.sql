@@ -227,6 +227,9 @@ SELECT channel, template, locale, min(id) AS sample_id, count(*) AS n
 -- message_by_id(id) --
 SELECT * FROM outbox.message WHERE id = $1
 
+-- statuses_of(ids) --
+SELECT id, status FROM outbox.message WHERE id = ANY($1::bigint[])
+
 -- feedback_rates(window_seconds) --
 -- Bounce and complaint rates over messages sent in the window, per channel.
 SELECT channel,

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from daemon.sns import canonical_string
+from daemon.feedback.envelope import canonical_string
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback"
 

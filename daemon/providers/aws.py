@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aioboto3
 import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from daemon.providers.base import ProviderBase
 from daemon.settings import AwsSettings
 from outbox import errors
 
@@ -103,7 +103,7 @@ def client(service: str, aws: AwsSettings) -> AbstractAsyncContextManager[Any]:
     return context
 
 
-class AwsProvider:
+class AwsProvider(ProviderBase):
     """Base for providers holding one long-lived aioboto3 client of ``service``."""
 
     service = ""
@@ -113,14 +113,8 @@ class AwsProvider:
         self._stack = AsyncExitStack()
         self._client: Any = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._client = await self._stack.enter_async_context(client(self.service, self.aws))
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         await self._stack.aclose()

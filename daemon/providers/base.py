@@ -1,4 +1,4 @@
-"""What every provider is: an async context manager with a ``send`` coroutine.
+"""What every provider is: ``open``, ``send`` and ``close`` coroutines.
 
 A provider turns one rendered message into one accepted send and returns a
 :class:`~outbox.models.Receipt`, or raises an :mod:`outbox.errors` class that carries the
@@ -20,16 +20,11 @@ class Provider(Protocol):
     #: "email" or "sms".
     channel: str
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         """Open long-lived resources (connection pools, API clients)."""
         ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         """Close them."""
         ...
 
@@ -38,10 +33,18 @@ class Provider(Protocol):
         ...
 
 
-class StatelessProvider:
-    """Base for providers that hold no long-lived resources: entering is a no-op."""
+class ProviderBase:
+    """The lifecycle every provider shares: entering opens long-lived resources, leaving
+    closes them. Subclasses override :meth:`open` and :meth:`close` as they need."""
+
+    async def open(self) -> None:
+        """Nothing to open by default."""
+
+    async def close(self) -> None:
+        """Nothing to close by default."""
 
     async def __aenter__(self) -> Self:
+        await self.open()
         return self
 
     async def __aexit__(
@@ -50,4 +53,4 @@ class StatelessProvider:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        await self.close()

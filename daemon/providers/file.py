@@ -10,10 +10,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Self
 
-from daemon import mime
-from daemon.providers.base import StatelessProvider
+from daemon.providers import mime
+from daemon.providers.base import ProviderBase
 from outbox import errors
 from outbox.models import Message, Receipt, Rendered
 
@@ -29,16 +28,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-class _FileProvider(StatelessProvider):
+class _FileProvider(ProviderBase):
     name = "file"
     channel = ""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        return self
 
     def _write(self, name: str, data: bytes) -> None:
         try:

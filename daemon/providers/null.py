@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from daemon.providers.base import StatelessProvider
+from daemon.providers.base import ProviderBase
 from outbox.models import Message, Receipt, Rendered
 
 _RECEIPT = Receipt(provider="null")
 
 
-class NullProvider(StatelessProvider):
+class NullProvider(ProviderBase):
     name = "null"
 
     def __init__(self, channel: str) -> None:

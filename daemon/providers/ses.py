@@ -1,7 +1,7 @@
 """Email through AWS SES v2 ``SendEmail``.
 
 ``Content.Simple`` (with ``Headers`` for List-Unsubscribe) needs no MIME on our side,
-which is the cheapest way to send; ``raw=True`` sends MIME built by :mod:`daemon.mime`.
+which is the cheapest way to send; ``raw=True`` sends MIME built by :mod:`daemon.providers.mime`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon import mime
-from daemon.providers import aws
+from daemon.providers import aws, mime
 from daemon.settings import AwsSettings, SesSettings
 from outbox import errors
 from outbox.models import Message, Receipt, Rendered

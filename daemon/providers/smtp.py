@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-from types import TracebackType
-from typing import Self
 
 import aiosmtplib
 
-from daemon import mime
-from daemon.recipients import mask
+from daemon.addresses import mask
+from daemon.providers import mime
+from daemon.providers.base import ProviderBase
 from daemon.settings import SmtpSettings, SmtpTls
 from outbox import errors
 from outbox.models import Message, Receipt, Rendered
@@ -45,7 +44,7 @@ def _by_code(code: int, text: str) -> errors.OutboxError:
     return errors.TransientError(f"SMTP {text}")
 
 
-class SmtpProvider:
+class SmtpProvider(ProviderBase):
     name = "smtp"
     channel = "email"
 
@@ -63,15 +62,7 @@ class SmtpProvider:
         #: Connections opened so far (tests and metrics read it).
         self.connections_opened = 0
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         idle, self._idle = self._idle, []
         for client in idle:
             try:

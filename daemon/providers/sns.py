@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon import recipients
+from daemon import addresses
 from daemon.providers import aws
 from daemon.settings import AwsSettings, SmsSettings
 from outbox.models import Message, Receipt, Rendered
@@ -22,7 +22,7 @@ class SnsSmsProvider(aws.AwsProvider):
 
     def request(self, message: Message, rendered: Rendered) -> dict[str, Any]:
         """The Publish arguments; raises InvalidRecipient before any call."""
-        number = recipients.validate_phone(message.recipient)
+        number = addresses.validate_phone(message.recipient)
         sms_type = "Transactional" if message.is_transactional else "Promotional"
         attributes: dict[str, Any] = {
             "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": sms_type}

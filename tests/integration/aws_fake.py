@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
-from daemon.bench_support import free_port
+from daemon.bench.support import free_port
 
 ACCOUNT = "123456789012"
 SENDER = "noreply@acme.example"

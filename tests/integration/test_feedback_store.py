@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from daemon.feedback.store import FeedbackStore
 from outbox import enqueue
-from outbox.feedback_store import FeedbackStore
 from outbox.models import FeedbackEvent
 from outbox.store import Store
 

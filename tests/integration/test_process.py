@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.bench_support import free_port
+from daemon.bench.support import free_port
 from tests.integration.daemon_helpers import welcome_backlog
 
 _SENDING = "SELECT count(*) FROM outbox.message WHERE status = 'sending'"

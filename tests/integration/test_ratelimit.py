@@ -8,8 +8,8 @@ import time
 import asyncpg
 import pytest
 
-from daemon import ratelimit
-from daemon.ratelimit import RateLimiter
+from daemon.delivery import ratelimit
+from daemon.delivery.ratelimit import RateLimiter
 from outbox.store import Store
 
 

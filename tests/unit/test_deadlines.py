@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.deadlines import Deadlines
+from daemon.delivery.deadlines import Deadlines
 
 
 async def test_only_tasks_past_the_timeout_are_cancelled_and_reported() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daemon.mime import build_email, format_address, message_id, sender_domain
+from daemon.providers.mime import build_email, format_address, message_id, sender_domain
 from outbox.models import Message, Rendered
 
 CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
+from daemon.delivery.render import Renderer, _one_line, _tidy_text
 from outbox import errors, resources
-from outbox.render import Renderer, _one_line, _tidy_text
 
 
 def _write(root: Path, files: dict[str, str]) -> Renderer:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from daemon.retry import backoff_delay
+from daemon.delivery.retry import backoff_delay
 
 
 def test_full_jitter_spans_zero_to_the_exponential_ceiling() -> None:

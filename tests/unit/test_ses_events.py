@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.ses_events import SesEventError, parse_ses_message
+from daemon.feedback.ses_events import SesEventError, parse_ses_message
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ses"
 EXPECTED = {

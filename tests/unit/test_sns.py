@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sns import SnsRejected, SnsVerifier, check_cert_url, validate_subscribe_url
+from daemon.feedback.envelope import (
+    SnsRejected,
+    SnsVerifier,
+    check_cert_url,
+    validate_subscribe_url,
+)
 from tests.sns_signing import TOPIC, Signer, body
 
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from outbox import feedback_store, migrations, sql, store
+from daemon.feedback import store as feedback_store
+from outbox import migrations, sql, store
 
 
 def test_every_query_the_store_uses_exists() -> None:

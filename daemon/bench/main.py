@@ -1,0 +1,125 @@
+"""``outboxd bench``: throughput and latency, measured against the raw SQL floor in one run.
+
+Runs in a throwaway database created beside the configured one (or in the embedded
+server) and drops it afterwards. Phases:
+
+1. floor - claim + batched completion only (no rendering, no sending): the SQL limit;
+2. drain - a backlog of N messages rendered from a real template (html + text) and sent
+   through the chosen provider by the real daemon;
+3. latency - messages enqueued one per transaction at a fixed offered rate while the
+   daemon runs; enqueue-to-sent percentiles from the database's own clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+from typing import Any
+
+import asyncpg
+
+from daemon import db
+from daemon.bench import phases, support
+from daemon.settings import Settings
+from outbox import errors, migrations
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    result = asyncio.run(_bench(settings, args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"outboxd bench: {result['messages']} messages, provider {result['provider']}"]
+
+    def line(label: str, value: str, phase: dict[str, Any] | None = None) -> None:
+        cpu = (phase or {}).get("cpu_us")
+        spent = ", ".join(f"{side} {us:,.0f}" for side, us in cpu.items()) if cpu else ""
+        lines.append(f"  {label:<44}{value:>20}" + (f"   CPU us each: {spent}" if spent else ""))
+
+    floor, drain = result.get("floor"), result.get("drain")
+    if floor:
+        line("raw SQL floor (claim + batched completion)", f"{floor['rate']:,.0f} rows/s", floor)
+    if drain:
+        processes = drain.get("processes", 1)
+        label = f"end to end, {processes} process{'es' if processes > 1 else ''}"
+        line(label, f"{drain['rate']:,.0f} messages/s", drain)
+        if floor:
+            line("ratio to the SQL floor", f"{drain['rate'] / floor['rate']:.1%}")
+    if "bare_aioboto3" in result:
+        bare = result["bare_aioboto3"]["rate"]
+        line("bare aioboto3 send_email loop", f"{bare:,.0f} calls/s")
+        if drain:
+            line("outboxd / bare aioboto3", f"{drain['rate'] / bare:.1%}")
+    if "celery" in result:
+        celery = result["celery"]
+        line("Celery + Redis worker, same backlog", f"{celery['rate']:,.0f} messages/s", celery)
+        if drain:
+            line("outboxd / Celery + Redis", f"{drain['rate'] / celery['rate']:.1f}x")
+    if "latency" in result:
+        lat = result["latency"]
+        line(
+            f"enqueue->sent at {lat['offered_rate']:g}/s offered",
+            f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms",
+        )
+    line("peak RSS of the bench process", f"{result['peak_rss_mib']:.0f} MiB")
+    return "\n".join(lines)
+
+
+async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    if args.compare and args.provider != "smtp":
+        raise errors.ConfigurationError("outboxd bench --compare celery needs --provider smtp")
+    admin_dsn, _ = db.resolve_dsn(settings)
+    result: dict[str, Any] = {"messages": args.messages, "provider": args.provider}
+    with contextlib.ExitStack() as stack:
+        port = None
+        if args.provider == "smtp":
+            port = stack.enter_context(support.smtp_sink())
+        elif args.provider == "ses":
+            port = stack.enter_context(support.fake_ses())
+            support.fake_credentials()
+            result["bare_aioboto3"] = await support.bare_ses_loop(
+                f"http://127.0.0.1:{port}", min(args.messages, 20_000), args.concurrency or 64
+            )
+        daemon_settings = phases.daemon_settings(settings, args, port)
+        async with phases.throwaway_database(admin_dsn) as dsn:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await migrations.migrate(conn)
+            finally:
+                await conn.close()
+            if args.extra_pending:
+                await phases.fill(dsn, args.extra_pending, not_before_future=True)
+                result["extra_pending"] = args.extra_pending
+            if "floor" not in args.skip:
+                await phases.fill_due(dsn, args.messages)
+                result["floor"] = await phases.floor(dsn, args.messages)
+            if "drain" not in args.skip:
+                await phases.fill_due(dsn, args.messages)
+                if args.processes > 1:
+                    result["drain"] = await phases.drain_processes(dsn, args, port)
+                else:
+                    result["drain"] = await phases.drain(dsn, daemon_settings, args.messages)
+                result["drain"]["processes"] = args.processes
+            if args.compare == "celery":
+                from daemon.bench import celery_peer as bench_celery
+
+                assert port is not None
+                await phases.fill_due(dsn, args.messages)
+                result["celery"] = await bench_celery.drain(
+                    dsn, broker=args.redis_url, smtp_port=port, processes=args.processes
+                )
+                result["celery"]["processes"] = args.processes
+            if "latency" not in args.skip:
+                result["latency"] = await phases.latency(
+                    dsn, daemon_settings, args.rate, args.latency_seconds
+                )
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result

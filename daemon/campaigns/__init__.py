@@ -1,0 +1,1 @@
+"""Campaigns: audience expansion, A/B winners, tracking and statistics."""

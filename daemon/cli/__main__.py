@@ -1,0 +1,5 @@
+"""``python -m daemon.cli``: the same as the ``outboxd`` script."""
+
+from daemon.cli.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""``outboxd bench``: its options here; the benchmark itself (:mod:`daemon.bench`) is imported
+only when the command runs, so the daemon never loads it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from daemon.cli.common import positive_int, positive_number
+from daemon.settings import Settings
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "bench", help="measure throughput and latency in a throwaway database"
+    )
+    parser.add_argument(
+        "--messages", type=positive_int, default=50_000, help="backlog size (50,000)"
+    )
+    parser.add_argument(
+        "--provider",
+        choices=("null", "smtp", "ses"),
+        default="null",
+        help="null; smtp to an aiosmtpd sink; ses to a fast local fake SES endpoint",
+    )
+    parser.add_argument(
+        "--processes", type=positive_int, default=1, help="drain with `outboxd run --processes N`"
+    )
+    parser.add_argument("--concurrency", type=positive_int, default=None, help="sends in flight")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="rows per claim")
+    parser.add_argument(
+        "--rate", type=positive_number, default=200.0, help="offered rate, latency phase (200/s)"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=positive_number,
+        default=10.0,
+        help="how long the latency phase offers its rate (10 s)",
+    )
+    parser.add_argument(
+        "--extra-pending",
+        type=int,
+        default=0,
+        help="also keep this many scheduled (not yet due) rows in the table",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=("floor", "drain", "latency"),
+        help="leave out a phase (repeatable)",
+    )
+    parser.add_argument(
+        "--compare",
+        choices=("celery",),
+        help="also drain the same backlog with a Celery worker on Redis (needs --provider smtp)",
+    )
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/15", help="broker for --compare celery"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.bench import main as bench
+
+    return bench.run(settings, args)

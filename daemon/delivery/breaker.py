@@ -1,0 +1,62 @@
+"""The circuit breaker of one channel: while the provider refuses every send (sending
+paused, credentials refused, server unreachable), claim nothing but one probe per cool-down.
+
+A successful send closes the circuit; until then no attempt is used up, however long the
+outage lasts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from daemon import metrics
+
+logger = logging.getLogger(__name__)
+
+
+class CircuitBreaker:
+    """Open (paused) or closed for one channel; opened by a provider's refusal."""
+
+    def __init__(
+        self, channel: str, cool_down: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.channel = channel
+        self.cool_down = cool_down
+        self._clock = clock
+        #: Why the circuit is open; None while closed.
+        self.reason: str | None = None
+        self._probe_at: float | None = None
+        self._gauge = metrics.CHANNEL_PAUSED.labels(channel)
+
+    def open(self, reason: str) -> None:
+        """The provider refused a send for every message alike: pause the channel."""
+        if self.reason is None:
+            logger.error(
+                "%s channel paused: %s; probing again in %.0fs",
+                self.channel, reason, self.cool_down,
+                extra={"action": "pause", "channel": self.channel},
+            )  # fmt: skip
+        self.reason = reason
+        self._probe_at = self._clock() + self.cool_down
+        self._gauge.set(1)
+
+    def close(self) -> None:
+        """A send went through: resume normal claiming."""
+        if self.reason is None:
+            return
+        logger.warning("%s channel resumed", self.channel, extra={"action": "resume"})
+        self.reason = None
+        self._probe_at = None
+        self._gauge.set(0)
+
+    def until_probe(self) -> float | None:
+        """None while closed; else seconds until the next probe may be claimed (0: now)."""
+        if self._probe_at is None:
+            return None
+        return max(self._probe_at - self._clock(), 0.0)
+
+    def probe_claimed(self) -> None:
+        """One probe is on its way; the next one waits another cool-down."""
+        self._probe_at = self._clock() + self.cool_down

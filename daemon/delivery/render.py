@@ -1,0 +1,218 @@
+"""Template rendering per the contract: ``<dir>/<name>/{subject,text,html,sms}.j2``.
+
+A locale variant ``<part>.<locale>.j2`` wins over the plain part (``fr-CA`` falls back to
+``fr``, then to the plain part). HTML parts and layouts are autoescaped, other parts are
+not. Templates run sandboxed with StrictUndefined: a missing variable is a
+:class:`~outbox.errors.TemplateError` naming it, and so is every other rendering failure.
+
+Rendering is on the hot path, so the resolution of (template, channel, locale) to compiled
+templates is cached; misses are not, so a template deployed later is found.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.exceptions
+import jinja2.sandbox
+
+from daemon.settings import Settings
+from outbox import errors
+from outbox.models import Rendered
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+_PARTS = {"email": (("subject", True), ("text", True), ("html", False)), "sms": (("sms", True),)}
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every render, of a few names
+def _autoescape(name: str | None) -> bool:
+    base = (name or "").rsplit("/", 1)[-1]
+    return base.startswith("html") or base.endswith(".html.j2") or base.endswith(".html")
+
+
+def _one_line(template: str, subject: str) -> str:
+    if "\n" in subject or "\r" in subject:
+        subject = _LINE_BREAKS.sub(" ", subject)
+    subject = subject.strip()
+    if not subject:
+        raise errors.TemplateError(f"template {template!r}: the subject is empty")
+    return subject
+
+
+def _tidy_text(text: str) -> str:
+    """Strip the ends and trailing spaces of lines; line breaks become \n."""
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def locale_candidates(locale: str | None) -> list[str]:
+    """``fr-CA`` -> ["fr-CA", "fr_CA", "fr"]; None -> []."""
+    if not locale:
+        return []
+    if not _LOCALE.fullmatch(locale):
+        raise errors.TemplateError(f"invalid locale {locale!r}")
+    parts = re.split(r"[-_]", locale)
+    candidates: list[str] = []
+    for n in range(len(parts), 0, -1):
+        for sep in ("-", "_"):
+            candidate = sep.join(parts[:n])
+            if candidate not in candidates:
+                candidates.append(candidate)
+    return candidates
+
+
+#: Names that ``obj.name`` finds on a plain dict as attributes (its methods).
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """The sandbox, made cheaper where it costs and nothing changes.
+
+    - Each template's globals are one flat dict. Jinja keeps them as a ChainMap over the
+      environment's globals and copies that into a new dict on every render, a third of
+      rendering a small part (measured: 124 -> 85 us for the subject, text and html of
+      ``welcome``). Our globals never change after start-up.
+    - ``brand.name`` on a dict: Jinja tries the attribute first and takes the key after the
+      AttributeError. For a name that is not a dict attribute the answer is always the
+      key, so it is looked up directly (10 exceptions fewer per ``welcome``).
+    """
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return {**self.globals, **(d or {})}
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    parts: tuple[tuple[str, jinja2.Template | None], ...]
+
+
+class Renderer:
+    """Renders messages from a template directory."""
+
+    def __init__(self, directory: Path, *, brand: Mapping[str, Any] | None = None) -> None:
+        self.directory = Path(directory)
+        self.brand = dict(brand or {})
+        self.env = _Environment(
+            loader=jinja2.FileSystemLoader(str(self.directory)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=_autoescape,
+            auto_reload=False,
+            cache_size=2000,
+            keep_trailing_newline=False,
+        )
+        self._resolved: dict[tuple[str, str, str | None], _Resolved] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        """The renderer of the configured template directory and brand."""
+        return cls(settings.templates_path, brand=settings.brand)
+
+    def render(
+        self,
+        *,
+        channel: str,
+        template: str,
+        context: Mapping[str, Any],
+        locale: str | None = None,
+    ) -> Rendered:
+        """Render every part of ``template`` for ``channel``; raises TemplateError."""
+        resolved = self._resolve(channel, template, locale)
+        variables = {**context, "brand": self.brand}
+        out: dict[str, str | None] = {}
+        for part, compiled in resolved.parts:
+            out[part] = None if compiled is None else self._run(template, part, compiled, variables)
+        if channel == "sms":
+            return Rendered(sms=(out["sms"] or "").strip())
+        return Rendered(
+            subject=_one_line(template, out["subject"] or ""),
+            text=_tidy_text(out["text"] or ""),
+            html=out.get("html"),
+        )
+
+    def exists(self, *, channel: str, template: str) -> bool:
+        """Whether ``template`` has every required part for ``channel``."""
+        try:
+            self._resolve(channel, template, None)
+        except errors.TemplateError:
+            return False
+        return True
+
+    def template_names(self) -> list[str]:
+        """Every template (directory holding a part) under the directory, layouts excluded."""
+        names = set()
+        for path in self.directory.rglob("*.j2"):
+            relative = path.parent.relative_to(self.directory).as_posix()
+            if relative != "." and not any(p.startswith("_") for p in relative.split("/")):
+                names.add(relative)
+        return sorted(names)
+
+    def _resolve(self, channel: str, template: str, locale: str | None) -> _Resolved:
+        key = (channel, template, locale)
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return cached
+        if channel not in _PARTS:
+            raise errors.TemplateError(f"unknown channel {channel!r}")
+        if not _NAME.fullmatch(template) or ".." in template:
+            raise errors.TemplateError(f"invalid template name {template!r}")
+        locales = locale_candidates(locale)
+        parts = []
+        for part, required in _PARTS[channel]:
+            compiled = self._load_part(template, part, locales)
+            if compiled is None and required:
+                raise errors.TemplateError(
+                    f"template {template!r} not found: no {part}.j2 in {self.directory / template}"
+                )
+            parts.append((part, compiled))
+        resolved = _Resolved(tuple(parts))
+        self._resolved[key] = resolved
+        return resolved
+
+    def _load_part(self, template: str, part: str, locales: list[str]) -> jinja2.Template | None:
+        for suffix in [*(f".{loc}" for loc in locales), ""]:
+            name = f"{template}/{part}{suffix}.j2"
+            try:
+                return self.env.get_template(name)
+            except jinja2.TemplateNotFound as exc:
+                if exc.name != name:  # a missing layout or include, not a missing part
+                    raise errors.TemplateError(
+                        f"template {template!r} ({part}{suffix}.j2): "
+                        f"includes a missing template {exc.name!r}"
+                    ) from exc
+            except jinja2.TemplateSyntaxError as exc:
+                raise errors.TemplateError(
+                    f"template {template!r}: syntax error in {exc.name or name} "
+                    f"line {exc.lineno}: {exc.message}"
+                ) from exc
+        return None
+
+    @staticmethod
+    def _run(template: str, part: str, compiled: jinja2.Template, variables: dict[str, Any]) -> str:
+        try:
+            return compiled.render(variables)
+        except Exception as exc:  # a filter or a value may raise anything
+            where = f"template {template!r} ({(compiled.name or part).rsplit('/', 1)[-1]})"
+            if isinstance(exc, jinja2.UndefinedError):
+                reason = exc.message
+            elif isinstance(exc, jinja2.exceptions.SecurityError):
+                reason = f"unsafe operation: {exc}"
+            elif isinstance(exc, jinja2.TemplateError):
+                reason = str(exc)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            raise errors.TemplateError(f"{where}: {reason}") from exc

@@ -1,0 +1,1 @@
+"""Outbound webhooks: telling the application what happened to its messages."""

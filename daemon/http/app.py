@@ -1,0 +1,54 @@
+"""The aiohttp service: assembles the route groups and serves them."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+
+import aiohttp
+from aiohttp import web
+
+from daemon.feedback.envelope import SnsVerifier
+from daemon.feedback.store import FeedbackStore
+from daemon.http import health, unsubscribe, webhooks
+from daemon.http.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+#: SNS messages are at most 256 KiB; nothing we accept is larger.
+MAX_BODY = 256 * 1024
+
+
+def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Application:
+    """The full HTTP service; ``client`` serves outgoing requests."""
+    settings = state.settings
+    app = web.Application(client_max_size=MAX_BODY)
+    health.setup(app, state)
+    feedback = FeedbackStore(state.store.pool)
+    webhooks.setup(
+        app,
+        verifier=SnsVerifier(
+            topic_arns=settings.feedback.topic_arns,
+            cert_dir=settings.feedback.cert_dir,
+            http=client,
+        ),
+        feedback=feedback,
+        confirmer=webhooks.https_confirmer(client),
+        transient_bounce_limit=settings.feedback.transient_bounce_limit,
+    )
+    unsubscribe.setup(app, keys=state.signing_keys, store=feedback)
+    return app
+
+
+async def start(stack: AsyncExitStack, state: ServiceState) -> int:
+    """Serve the app; the runner is cleaned up by ``stack``. Returns the bound port."""
+    http = state.settings.http
+    client = await stack.enter_async_context(aiohttp.ClientSession())
+    runner = web.AppRunner(make_app(state, client), access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, http.host, http.port, reuse_port=True)
+    await site.start()
+    port: int = runner.addresses[0][1]
+    logger.info("HTTP on %s:%d", http.host, port, extra={"action": "start"})
+    return port

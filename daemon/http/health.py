@@ -1,0 +1,61 @@
+"""``/healthz``, ``/readyz`` and ``/metrics``: what operators and orchestrators poll."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from daemon import db, metrics
+from daemon.http.state import ServiceState
+
+STATE = web.AppKey("service_state", ServiceState)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.heartbeat_age() > max(state.settings.worker.poll_interval * 6, 60.0):
+        return web.Response(status=503, text="claim loop stalled\n")
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    reasons = await readiness_problems(request.app[STATE])
+    if reasons:
+        return web.Response(status=503, text="\n".join(reasons) + "\n")
+    return web.Response(text="ready\n")
+
+
+async def readiness_problems(state: ServiceState) -> list[str]:
+    """Why the daemon should not receive traffic; empty when ready."""
+    reasons: list[str] = []
+    if state.stopping.is_set():
+        reasons.append("stopping")
+    try:
+        async with asyncio.timeout(2):
+            current, expected = await db.schema_status(state.store.pool)
+        if current != expected:
+            reasons.append(f"schema version {current}, expected {expected}")
+    except Exception as exc:  # any failure to reach the database means not ready
+        reasons.append(f"database unreachable: {type(exc).__name__}")
+    limit = max(state.settings.worker.poll_interval * 3, 30.0)
+    age = state.heartbeat_age()
+    if age > limit:
+        reasons.append(f"claim loop last ran {age:.0f}s ago")
+    for channel, reason in state.paused().items():
+        reasons.append(f"channel {channel} paused: {reason}")
+    return reasons
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body, content_type = metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def setup(app: web.Application, state: ServiceState) -> None:
+    app[STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)

@@ -1,0 +1,30 @@
+"""What the HTTP service knows of the daemon that runs it, handed over by :mod:`daemon.main`.
+
+A small object instead of the daemon itself keeps the HTTP rooms from importing the
+lifecycle (and the lifecycle from being shaped by what a route happens to read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from daemon.settings import Settings
+from outbox.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """The daemon's state as health checks and routes need it."""
+
+    settings: Settings
+    store: Store
+    #: Keys that sign and verify unsubscribe tokens (the first signs).
+    signing_keys: Sequence[bytes]
+    #: Set once the daemon begins to stop: readiness fails from then on.
+    stopping: asyncio.Event
+    #: Seconds since the slowest claim loop last completed a cycle.
+    heartbeat_age: Callable[[], float]
+    #: Channels whose circuit is open, with the provider's reason.
+    paused: Callable[[], Mapping[str, str]]

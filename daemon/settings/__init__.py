@@ -1,0 +1,48 @@
+"""The settings tree, read once from the environment (prefix ``OUTBOXD_``, nesting ``__``).
+
+Nothing else in outboxd reads ``os.environ``: the tree is built at start-up and passed
+down. :func:`load` turns validation errors into one line naming the variable.
+"""
+
+from __future__ import annotations
+
+from daemon.settings.loading import credentials, describe, env_name, load
+from daemon.settings.sections import (
+    ENV_PREFIX,
+    LOCAL_SEND_TIMEOUT,
+    AwsSettings,
+    EmailProviderName,
+    EmailSettings,
+    FeedbackSettings,
+    FileSettings,
+    HttpSettings,
+    SesSettings,
+    SmsProviderName,
+    SmsSettings,
+    SmtpSettings,
+    SmtpTls,
+    WorkerSettings,
+)
+from daemon.settings.tree import Settings
+
+__all__ = [
+    "ENV_PREFIX",
+    "LOCAL_SEND_TIMEOUT",
+    "AwsSettings",
+    "EmailProviderName",
+    "EmailSettings",
+    "FeedbackSettings",
+    "FileSettings",
+    "HttpSettings",
+    "SesSettings",
+    "Settings",
+    "SmsProviderName",
+    "SmsSettings",
+    "SmtpSettings",
+    "SmtpTls",
+    "WorkerSettings",
+    "credentials",
+    "describe",
+    "env_name",
+    "load",
+]

@@ -1,0 +1,155 @@
+"""The sections of the settings tree (``OUTBOXD_<SECTION>__<FIELD>``)."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+ENV_PREFIX = "OUTBOXD_"
+#: The file and null providers never wait on a network; this bounds a stuck disk.
+LOCAL_SEND_TIMEOUT = 2.0
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EmailProviderName(enum.StrEnum):
+    SES = "ses"
+    SMTP = "smtp"
+    FILE = "file"
+    NULL = "null"
+
+
+class SmsProviderName(enum.StrEnum):
+    SNS = "sns"
+    FILE = "file"
+    NULL = "null"
+
+
+class EmailSettings(_Section):
+    provider: EmailProviderName = Field(
+        EmailProviderName.FILE, description="Which provider sends email."
+    )
+    sender: str = Field(
+        "outboxd <outboxd@localhost>",
+        alias="from",
+        description="From address, optionally with a display name: 'Acme <hi@acme.test>'.",
+    )
+    reply_to: str | None = Field(None, description="Reply-To address, if any.")
+    rate: float = Field(
+        0.0, ge=0, description="Max emails per second for the whole cluster; 0 = unlimited."
+    )
+    list_unsubscribe_mailto: str | None = Field(
+        None, description="Optional mailto address added to List-Unsubscribe."
+    )
+
+
+class SmsSettings(_Section):
+    provider: SmsProviderName = Field(SmsProviderName.FILE, description="Which provider sends SMS.")
+    rate: float = Field(0.0, ge=0, description="Max SMS per second for the whole cluster.")
+    sender_id: str | None = Field(None, description="Alphanumeric SenderID, where supported.")
+    max_price: float | None = Field(None, gt=0, description="Max price per SMS in USD (SNS).")
+
+
+class SmtpTls(enum.StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class SmtpSettings(_Section):
+    host: str = Field("localhost", description="SMTP server host name.")
+    port: int = Field(25, ge=1, le=65535, description="SMTP server port.")
+    username: str | None = Field(None, description="Login user name, if the server needs one.")
+    password: SecretStr | None = Field(None, description="Login password.")
+    tls: SmtpTls = Field(SmtpTls.NONE, description="none, starttls or tls (implicit TLS).")
+    timeout: float = Field(30.0, gt=0, description="Seconds for connecting and for one send.")
+    pool_size: int = Field(8, ge=1, le=256, description="Persistent SMTP connections.")
+    validate_certs: bool = Field(True, description="Verify the server's TLS certificate.")
+
+
+class AwsSettings(_Section):
+    region: str = Field("us-east-1", description="AWS region for SES and SNS.")
+    endpoint_url: str | None = Field(None, description="Endpoint override for local fakes.")
+    timeout: float = Field(10.0, gt=0, description="Seconds for one AWS API call.")
+
+
+class SesSettings(_Section):
+    configuration_set: str | None = Field(None, description="SES configuration set name.")
+
+
+class FileSettings(_Section):
+    dir: Path | None = Field(
+        None, description="Where the file provider writes; default <data_dir>/outgoing."
+    )
+
+
+class HttpSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8025, ge=0, le=65535, description="Port the HTTP server binds; 0 = any.")
+    enabled: bool = Field(True, description="Serve HTTP at all.")
+
+
+class FeedbackSettings(_Section):
+    topic_arns: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="SNS topics accepted by the webhook."
+    )
+    cert_dir: Path | None = Field(None, description="Pinned SNS signing certificates.")
+    transient_bounce_limit: int = Field(
+        3, ge=1, description="Transient bounces after which a recipient is suppressed."
+    )
+
+    @field_validator("topic_arns", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Sends in flight per channel (SMTP: at most 4 per pooled connection).",
+    )
+    processes: int = Field(
+        1, ge=1, le=64, description="Daemon processes `run` starts (one per core is sensible)."
+    )
+    batch_size: int = Field(200, ge=1, le=10_000, description="Max rows per claim.")
+    lease_seconds: float = Field(
+        120.0, gt=0, description="How long a claimed row stays leased before it is reclaimed."
+    )
+    max_attempts: int = Field(8, ge=1, description="Attempts before a message is failed.")
+    retry_base_seconds: float = Field(5.0, gt=0, description="First retry delay (upper bound).")
+    retry_max_seconds: float = Field(3600.0, gt=0, description="Cap on the retry delay.")
+    poll_interval: float = Field(
+        5.0, gt=0, description="Seconds between polls when no NOTIFY arrives."
+    )
+    grace_seconds: float = Field(
+        30.0, ge=0, description="On shutdown, how long in-flight sends may take to finish."
+    )
+    reap_interval: float = Field(10.0, gt=0, description="Seconds between lease-expiry sweeps.")
+    pause_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A paused channel (e.g. SES sending paused) probes again after this.",
+    )
+    retention_days: float | None = Field(
+        None, gt=0, description="Purge finished messages older than this; unset = keep."
+    )
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> WorkerSettings:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}WORKER__RETRY_MAX_SECONDS: must be >= "
+                f"{ENV_PREFIX}WORKER__RETRY_BASE_SECONDS"
+            )
+        return self

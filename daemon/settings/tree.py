@@ -1,0 +1,133 @@
+"""The whole settings tree and the rules that span its sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from daemon.settings.sections import (
+    ENV_PREFIX,
+    LOCAL_SEND_TIMEOUT,
+    AwsSettings,
+    EmailSettings,
+    FeedbackSettings,
+    FileSettings,
+    HttpSettings,
+    SesSettings,
+    SmsSettings,
+    SmtpSettings,
+    WorkerSettings,
+)
+from outbox import resources
+
+
+class Settings(BaseSettings):
+    """Everything outboxd can be told, from ``OUTBOXD_*`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL DSN; unset = embedded PostgreSQL under data_dir."
+    )
+    data_dir: Path = Field(Path(".outboxd"), description="Embedded database and default outbox.")
+    templates_dir: Path | None = Field(None, description="Template directory; unset = bundled.")
+    public_url: AnyHttpUrl | None = Field(None, description="Base URL for unsubscribe links.")
+    secret_key: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="HMAC keys for unsubscribe tokens, comma-separated; the first signs."
+    )
+    migrate_on_start: bool = Field(True, description="`run` applies pending migrations first.")
+    log_format: Literal["auto", "text", "json"] = Field("auto", description="Log output format.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    brand_name: str = Field("outboxd", description="Brand name shown in templates.")
+    brand_url: str = Field("https://example.com", description="Brand home page for templates.")
+    brand_address: str = Field("", description="Postal address shown in email footers.")
+
+    email: EmailSettings = EmailSettings()
+    sms: SmsSettings = SmsSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    aws: AwsSettings = AwsSettings()
+    ses: SesSettings = SesSettings()
+    file: FileSettings = FileSettings()
+    http: HttpSettings = HttpSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Settings:
+        # A lease shorter than one send lets another worker reclaim a row mid-send.
+        timeout = self.max_send_timeout
+        if self.worker.lease_seconds <= timeout * 2:
+            source = " and ".join(
+                sorted({self._timeout_variable(c) for c in ("email", "sms")} - {""})
+            )
+            raise ValueError(
+                f"{ENV_PREFIX}WORKER__LEASE_SECONDS: {self.worker.lease_seconds:g} must exceed "
+                f"twice the send timeout ({timeout:g}s, from {source})"
+            )
+        return self
+
+    def send_timeout(self, channel: str) -> float:
+        """Seconds one send through ``channel``'s provider may take."""
+        provider = self.email.provider if channel == "email" else self.sms.provider
+        if provider == "smtp":
+            return self.smtp.timeout
+        if provider in ("ses", "sns"):
+            return self.aws.timeout
+        return LOCAL_SEND_TIMEOUT
+
+    @property
+    def max_send_timeout(self) -> float:
+        return max(self.send_timeout("email"), self.send_timeout("sms"))
+
+    def _timeout_variable(self, channel: str) -> str:
+        provider = self.email.provider if channel == "email" else self.sms.provider
+        if provider == "smtp":
+            return f"{ENV_PREFIX}SMTP__TIMEOUT"
+        if provider in ("ses", "sns"):
+            return f"{ENV_PREFIX}AWS__TIMEOUT"
+        return f"the {provider} provider's {LOCAL_SEND_TIMEOUT:g}s"
+
+    @property
+    def templates_path(self) -> Path:
+        """The template directory: OUTBOXD_TEMPLATES_DIR, else the bundled templates."""
+        return self.templates_dir or resources.bundled_templates_dir()
+
+    @property
+    def links_base_url(self) -> str:
+        """Base URL of links in messages: OUTBOXD_PUBLIC_URL, else this daemon's address."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        return f"http://{self.http.host}:{self.http.port}"
+
+    @property
+    def file_dir(self) -> Path:
+        return self.file.dir or self.data_dir / "outgoing"
+
+    @property
+    def brand(self) -> dict[str, str]:
+        return {"name": self.brand_name, "url": self.brand_url, "address": self.brand_address}
