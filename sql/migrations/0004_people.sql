@@ -397,9 +397,10 @@ $$;
 CREATE FUNCTION outbox.recipient_retime() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM outbox.retime_pending(NEW.key);
-    -- A release into the past or the near future must wake the daemons' claim loops.
-    PERFORM pg_notify('outbox_message', '');
+    IF outbox.retime_pending(NEW.key) > 0 THEN
+        -- A row released earlier may be due now: wake the claim loops (at commit).
+        PERFORM pg_notify('outbox_message', '');
+    END IF;
     RETURN NULL;
 END $$;
 

@@ -6,6 +6,7 @@ hour it runs at.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ import pytest
 
 from outbox import notify, notify_cursor, upsert_recipient, upsert_recipient_cursor
 from outbox.store import Store
+from tests.integration.lock_waits import wait_until_blocked
 
 T0 = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # 14:00 in Berlin: outside any test window
 
@@ -358,3 +360,20 @@ async def test_dbapi_helpers_join_the_callers_transaction(database_url: str) -> 
                            " WHERE notification_id = %s ORDER BY channel", (nid,))  # fmt: skip
             assert cursor.fetchall() == [("email", "batched", {"n": 1}),
                                          ("inapp", "batched", {"n": 1})]  # fmt: skip
+
+
+async def test_a_concurrent_call_with_the_same_key_returns_the_committed_id(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as first, pool.acquire() as second:
+        await add_person(first)
+        tx = first.transaction()
+        await tx.start()
+        winner = await notify(first, recipient_key="u1", template="t", idempotency_key="k")
+        racing = asyncio.create_task(
+            notify(second, recipient_key="u1", template="t", priority=3, idempotency_key="k")
+        )
+        await wait_until_blocked(pool, second.get_server_pid())
+        await tx.commit()
+        assert await racing == winner
+        assert await counts(first) == (1, 2)

@@ -7,6 +7,7 @@ or +13:45) so that no result can come from the server's or the session's zone by
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 
 from outbox import notify, upsert_recipient
+from tests.integration.lock_waits import wait_until_blocked
 
 
 def utc(text: str) -> datetime:
@@ -295,3 +297,20 @@ async def test_escalate_after_defaults_to_now(conn: asyncpg.Connection) -> None:
         rows = await due(conn, nid)
     assert rows["inapp"][0] == now
     assert rows["sms"][0] == rows["email"][0] == now + timedelta(minutes=15)
+
+
+async def test_concurrent_notifies_to_one_person_cannot_both_take_the_last_place(
+    pool: asyncpg.Pool,
+) -> None:
+    await pool.execute("UPDATE outbox.people_setting SET person_hourly_cap = 1")
+    at = utc("2026-06-10 10:15")
+    async with pool.acquire() as first, pool.acquire() as second:
+        await person(first)
+        tx = first.transaction()
+        await tx.start()
+        await send(first, at)
+        racing = asyncio.create_task(send(second, at))
+        await wait_until_blocked(pool, second.get_server_pid())
+        await tx.commit()
+        rows = await due(second, await racing)
+    assert rows["email"][0] == utc("2026-06-10 11:00")
