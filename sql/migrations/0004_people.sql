@@ -63,8 +63,8 @@ BEGIN
     END IF;
 
     NEW.timezone := coalesce(nullif(btrim(NEW.timezone), ''), 'UTC');
-    -- AT TIME ZONE alone would accept abbreviations' cousins such as POSIX rules ('Mars3'),
-    -- which no IANA library (the daemon's zoneinfo included) understands: only names count.
+    -- AT TIME ZONE alone would also accept POSIX rules such as 'Mars3', which no IANA
+    -- library (the daemon's zoneinfo included) understands: only listed names count.
     IF NOT (TG_OP = 'UPDATE' AND NEW.timezone = OLD.timezone)
        AND NOT EXISTS (SELECT 1 FROM outbox.time_zone z WHERE z.name = NEW.timezone) THEN
         -- The slow path: a zone newer than outbox.time_zone, or another spelling of a
