@@ -5,10 +5,11 @@ Applications import :mod:`outbox.messages`; the daemon builds on the same packag
 
 from __future__ import annotations
 
-from outbox.messages import NewMessage, enqueue, enqueue_cursor, enqueue_many
+from outbox.messages import Enqueued, NewMessage, enqueue, enqueue_cursor, enqueue_many
 from outbox.people import notify, notify_cursor, upsert_recipient, upsert_recipient_cursor
 
 __all__ = [
+    "Enqueued",
     "NewMessage",
     "enqueue",
     "enqueue_cursor",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import inspect
 import json
 import re
 import uuid
@@ -73,6 +74,11 @@ class Statement:
         require_connection(conn)
         return await conn.fetchval(self.asyncpg_sql, *self.args(values))
 
+    async def fetchrow(self, conn: asyncpg.Connection, values: Mapping[str, Any]) -> Any:
+        """Run on an asyncpg connection, in its current transaction; the first row."""
+        require_connection(conn)
+        return await conn.fetchrow(self.asyncpg_sql, *self.args(values))
+
     async def execute(self, conn: asyncpg.Connection, values: Mapping[str, Any]) -> None:
         """Run on an asyncpg connection, in its current transaction."""
         require_connection(conn)
@@ -80,23 +86,54 @@ class Statement:
 
     def fetchval_cursor(self, cursor: DBAPICursor, values: Mapping[str, Any]) -> Any:
         """Run through a DB-API cursor, in its connection's transaction; the first column."""
-        cursor.execute(self.dbapi_sql, self.args(values))
-        row = cursor.fetchone()
+        row = self.fetchrow_cursor(cursor, values)
         return None if row is None else row[0]
+
+    def fetchrow_cursor(self, cursor: DBAPICursor, values: Mapping[str, Any]) -> Any:
+        """Run through a DB-API cursor, in its connection's transaction; the first row."""
+        require_cursor(cursor)
+        cursor.execute(self.dbapi_sql, self.args(values))
+        return cursor.fetchone()
 
     def execute_cursor(self, cursor: DBAPICursor, values: Mapping[str, Any]) -> None:
         """Run through a DB-API cursor, in its connection's transaction."""
+        require_cursor(cursor)
         cursor.execute(self.dbapi_sql, self.args(values))
 
 
 def require_connection(conn: object) -> None:
-    """Refuse a pool: each call would take some connection and commit on its own, outside
-    the transaction the caller means to join."""
+    """Accept only an asyncpg connection (or a pool's proxy of one).
+
+    A pool is refused by name: each call would take some connection and commit on its own,
+    outside the transaction the caller means to join.
+    """
+    if isinstance(conn, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
+        return
     if isinstance(conn, asyncpg.Pool):
         raise TypeError(
             "expected an asyncpg connection, got a Pool: acquire a connection and call "
             "this inside your transaction (async with pool.acquire() as conn, "
             "conn.transaction(): ...)"
+        )
+    raise TypeError(
+        f"expected an asyncpg connection, got {type(conn).__name__} "
+        "(for a DB-API connection, use the *_cursor helper with one of its cursors)"
+    )
+
+
+def require_cursor(cursor: object) -> None:
+    """Accept only what looks like a DB-API cursor (psycopg 2 and 3, Django's wrapper)."""
+    execute = getattr(cursor, "execute", None)
+    if not callable(execute) or not callable(getattr(cursor, "fetchone", None)):
+        raise TypeError(
+            f"expected a DB-API cursor, got {type(cursor).__name__} "
+            "(with psycopg or Django: connection.cursor(); with asyncpg: the helper without "
+            "_cursor)"
+        )
+    if inspect.iscoroutinefunction(execute):
+        raise TypeError(
+            f"expected a DB-API cursor, got an asynchronous {type(cursor).__name__}: run the "
+            "helper through a synchronous cursor (or asyncpg with the helper without _cursor)"
         )
 
 

@@ -1,81 +1,133 @@
 """Enqueue notifications on the caller's connection, inside the caller's transaction.
 
 If the transaction rolls back, the message never existed; once it commits, outboxd
-delivers it at least once. Three ways in:
+delivers it at least once. Three ways in, one shape (a :class:`NewMessage`'s fields):
 
 * :func:`enqueue` - one message on an asyncpg connection;
 * :func:`enqueue_cursor` - one message on any DB-API cursor using the ``%s`` paramstyle
   (psycopg 2 and 3, Django's ``connection.cursor()``);
 * :func:`enqueue_many` - bulk enqueue on an asyncpg connection through ``COPY``.
 
-All three go through the same rules as the SQL function ``outbox.enqueue(...)``:
-a repeated ``idempotency_key`` creates nothing and returns the existing id.
+Each returns :class:`Enqueued` ids: plain ``int`` ids that also say whether this call
+created the row (``created``) or found an existing one with the same ``idempotency_key``.
+All three apply the checks of the SQL function ``outbox.enqueue`` with its messages, and
+refuse an asyncpg pool (or anything else that is not a connection, or a cursor): it would
+commit on its own, outside the caller's transaction.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import decimal
-import json
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypedDict, Unpack
 
 import asyncpg
 
-
-def _json_default(value: object) -> str:
-    # Convenience for the types applications most often put in a template context.
-    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    raise TypeError(f"context value of type {type(value).__name__} is not JSON serialisable")
+from outbox._sqlcall import DBAPICursor, Statement, json_object, require_connection
 
 
-def _to_json(value: Mapping[str, Any] | None, what: str) -> str:
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{what} must be a mapping, got {type(value).__name__}")
-    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+class _RequiredFields(TypedDict):
+    channel: str
+    recipient: str
+    template: str
+
+
+# Totality set per class rather than with Required[...]: with postponed annotations, only
+# the class keyword is seen at run time (MessageFields.__required_keys__).
+class MessageFields(_RequiredFields, total=False):
+    """The keyword arguments of :func:`enqueue` and :func:`enqueue_cursor`: the fields of
+    :class:`NewMessage`."""
+
+    context: Mapping[str, Any] | None
+    category: str
+    priority: int
+    not_before: _dt.datetime | None
+    expires_at: _dt.datetime | None
+    idempotency_key: str | None
+    tags: Mapping[str, Any] | None
+    locale: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message to enqueue. Only ``channel``, ``recipient`` and ``template`` are required."""
+    """A message to enqueue. Only ``channel``, ``recipient`` and ``template`` are required.
+
+    ``channel`` is ``email`` or ``sms``; ``context`` holds the template's variables;
+    ``priority`` goes from 0 (low) to 3 (urgent); a message is not sent before
+    ``not_before`` nor after ``expires_at``; a second message with the same
+    ``idempotency_key`` creates nothing; ``tags`` are free-form labels; ``locale`` picks a
+    locale variant of the template.
+    """
 
     channel: str
     recipient: str
     template: str
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] | None = field(default_factory=dict)
     category: str = "transactional"
     priority: int = 1
     not_before: _dt.datetime | None = None
     expires_at: _dt.datetime | None = None
     idempotency_key: str | None = None
-    tags: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, Any] | None = field(default_factory=dict)
     locale: str | None = None
 
-    def sql_args(self) -> tuple[Any, ...]:
-        """Arguments in the order of :data:`_ARG_NAMES`."""
-        return (
-            self.channel,
-            self.recipient,
-            self.template,
-            _to_json(self.context, "context"),
-            self.category,
-            int(self.priority),
-            self.not_before,
-            self.expires_at,
-            self.idempotency_key,
-            _to_json(self.tags, "tags"),
-            self.locale,
-        )
+    def values(self) -> dict[str, Any]:
+        """The arguments of ``outbox.enqueue`` for this message, for every driver."""
+        return {
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "template": self.template,
+            "context": json_object(self.context, "context"),
+            "category": self.category,
+            "priority": _priority(self.priority),
+            "not_before": self.not_before,
+            "expires_at": self.expires_at,
+            "idempotency_key": self.idempotency_key,
+            "tags": json_object(self.tags, "tags"),
+            "locale": self.locale,
+        }
 
 
-_ARG_NAMES = (
+def _priority(value: object) -> int | None:
+    # An IntEnum (outbox.models.Priority) goes as its number: psycopg would send its name.
+    # A bool or a fraction would silently become another priority on the way: refused.
+    # None goes through, so that SQL refuses it with its own message.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | decimal.Decimal | float):
+        raise TypeError(f"priority must be an integer 0..3, got {value!r}")
+    if value != int(value):
+        raise TypeError(f"priority must be an integer 0..3, got {value!r}")
+    return int(value)
+
+
+class Enqueued(int):
+    """A message id that also says whether this call created the message.
+
+    An ``int``, so code that stores, prints or passes on the id keeps working;
+    ``created`` is False when a message with the same ``idempotency_key`` already existed
+    (the id is then that message's).
+    """
+
+    created: bool
+
+    def __new__(cls, message_id: int, created: bool) -> Enqueued:
+        self = super().__new__(cls, message_id)
+        self.created = created
+        return self
+
+    def __getnewargs__(self) -> tuple[int, bool]:  # type: ignore[override]
+        return int(self), self.created
+
+    __str__ = int.__repr__
+
+    def __repr__(self) -> str:
+        return f"Enqueued({int(self)}, created={self.created})"
+
+
+_PARAMS = (
     ("channel", "text"),
     ("recipient", "text"),
     ("template", "text"),
@@ -88,60 +140,26 @@ _ARG_NAMES = (
     ("tags", "jsonb"),
     ("locale", "text"),
 )
-
-_ASYNCPG_SQL = "SELECT outbox.enqueue({})".format(
-    ", ".join(f"{name} => ${i}::{kind}" for i, (name, kind) in enumerate(_ARG_NAMES, 1))
+_ENQUEUE = Statement.from_template(
+    "SELECT id, created FROM outbox.enqueue_result({})".format(
+        ", ".join(f"{name} => {{{name}}}" for name, _ in _PARAMS)
+    ),
+    _PARAMS,
 )
-_DBAPI_SQL = "SELECT outbox.enqueue({})".format(
-    ", ".join(f"{name} => %s::{kind}" for name, kind in _ARG_NAMES)
-)
 
 
-async def enqueue(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    channel: str,
-    recipient: str,
-    template: str,
-    context: Mapping[str, Any] | None = None,
-    category: str = "transactional",
-    priority: int = 1,
-    not_before: _dt.datetime | None = None,
-    expires_at: _dt.datetime | None = None,
-    idempotency_key: str | None = None,
-    tags: Mapping[str, Any] | None = None,
-    locale: str | None = None,
-) -> int:
-    """Enqueue one message on ``conn`` (in its current transaction); returns its id."""
-    message = NewMessage(
-        channel, recipient, template, context or {}, category, priority,
-        not_before, expires_at, idempotency_key, tags or {}, locale,
-    )  # fmt: skip
-    message_id: int = await conn.fetchval(_ASYNCPG_SQL, *message.sql_args())
-    return message_id
+async def enqueue(conn: asyncpg.Connection, **fields: Unpack[MessageFields]) -> Enqueued:
+    """Enqueue one message on the asyncpg connection ``conn``, in its current transaction.
+
+    Takes the fields of :class:`NewMessage` as keywords. Returns the message id; with an
+    ``idempotency_key`` that already exists, the existing id with ``created`` False.
+    """
+    row = await _ENQUEUE.fetchrow(conn, NewMessage(**fields).values())
+    return Enqueued(row[0], row[1])
 
 
-class DBAPICursor(Protocol):
-    def execute(self, operation: Any, parameters: Any = ..., /) -> Any: ...
-    def fetchone(self) -> Any: ...
-
-
-def enqueue_cursor(
-    cursor: DBAPICursor,
-    *,
-    channel: str,
-    recipient: str,
-    template: str,
-    context: Mapping[str, Any] | None = None,
-    category: str = "transactional",
-    priority: int = 1,
-    not_before: _dt.datetime | None = None,
-    expires_at: _dt.datetime | None = None,
-    idempotency_key: str | None = None,
-    tags: Mapping[str, Any] | None = None,
-    locale: str | None = None,
-) -> int:
-    """Enqueue one message through a DB-API cursor (``%s`` paramstyle); returns its id.
+def enqueue_cursor(cursor: DBAPICursor, **fields: Unpack[MessageFields]) -> Enqueued:
+    """Enqueue one message through a DB-API cursor (``%s`` paramstyle), as :func:`enqueue`.
 
     Django::
 
@@ -151,49 +169,87 @@ def enqueue_cursor(
                 enqueue_cursor(cursor, channel="email", recipient=user.email,
                                template="welcome", context={"name": user.first_name})
     """
-    message = NewMessage(
-        channel, recipient, template, context or {}, category, priority,
-        not_before, expires_at, idempotency_key, tags or {}, locale,
-    )  # fmt: skip
-    cursor.execute(_DBAPI_SQL, message.sql_args())
-    row = cursor.fetchone()
-    return int(row[0])
+    row = _ENQUEUE.fetchrow_cursor(cursor, NewMessage(**fields).values())
+    return Enqueued(row[0], row[1])
 
 
-_STAGING_COLUMNS = tuple(name for name, _ in _ARG_NAMES)
+# The staging table is checked row by row with the SQL function's own checks, so a bad
+# message stops the COPY before anything reaches outbox.message. Each row draws its
+# message id from the message sequence as it is copied: the insert's results map back to
+# input positions by id.
 _CREATE_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS outbox_enqueue_staging (
-    ord bigint, channel text, recipient text, template text, context jsonb, category text,
-    priority integer, not_before timestamptz, expires_at timestamptz, idempotency_key text,
-    tags jsonb, locale text
-) ON COMMIT DELETE ROWS
+DO $$
+BEGIN
+    IF to_regclass('pg_temp.outbox_enqueue_batch') IS NULL THEN
+        EXECUTE format($sql$
+            CREATE TEMP TABLE outbox_enqueue_batch (
+                ord bigint NOT NULL,
+                id bigint NOT NULL DEFAULT nextval(%L::regclass),
+                channel text, recipient text, template text, context jsonb, category text,
+                priority integer, not_before timestamptz, expires_at timestamptz,
+                idempotency_key text, tags jsonb, locale text,
+                CHECK (outbox.enqueue_check(channel, recipient, template, priority))
+            ) ON COMMIT DELETE ROWS $sql$, pg_get_serial_sequence('outbox.message', 'id'));
+    END IF;
+END $$
 """
+_STAGING_COLUMNS = ("ord", *_ENQUEUE.names)
 _INSERT_FROM_STAGING = """
-INSERT INTO outbox.message
-    (channel, recipient, template, context, category, priority, locale,
-     idempotency_key, not_before, expires_at, tags)
-SELECT channel, btrim(recipient), template, context, category, priority, locale,
-       idempotency_key, coalesce(not_before, now()), expires_at, tags
-  FROM outbox_enqueue_staging
- ORDER BY ord
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+WITH inserted AS (
+    INSERT INTO outbox.message
+        (id, channel, recipient, template, context, category, priority, locale,
+         idempotency_key, not_before, expires_at, tags)
+    SELECT id, channel, btrim(recipient), template, coalesce(context, '{}'),
+           coalesce(category, 'transactional'), priority, locale, idempotency_key,
+           coalesce(not_before, now()), expires_at, coalesce(tags, '{}')
+      FROM outbox_enqueue_batch
+     ORDER BY ord
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT b.id, i.id IS NOT NULL AS created
+  FROM outbox_enqueue_batch b LEFT JOIN inserted i USING (id)
+ ORDER BY b.ord
+"""
+# In a statement of its own, so it sees the rows inserted just before (an idempotency key
+# repeated within the batch) and those a concurrent enqueue committed meanwhile.
+_EXISTING_IDS = """
+SELECT b.ord, m.id
+  FROM outbox_enqueue_batch b JOIN outbox.message m ON m.idempotency_key = b.idempotency_key
+ WHERE b.ord = ANY($1::bigint[])
 """
 
 
-async def enqueue_many(conn: asyncpg.Connection, messages: Iterable[NewMessage]) -> int:
-    """Bulk-enqueue through ``COPY``; returns how many new messages were created.
+async def enqueue_many(conn: asyncpg.Connection, messages: Iterable[NewMessage]) -> list[Enqueued]:
+    """Bulk-enqueue through ``COPY``; returns the ids in input order.
 
-    Runs in the caller's transaction if there is one (as a savepoint), else in its own.
-    Messages whose ``idempotency_key`` already exists are skipped.
+    Runs in the caller's transaction if there is one (as a savepoint), else in its own. A
+    message whose ``idempotency_key`` already exists (or appeared earlier in the batch)
+    creates nothing: its result is the existing id with ``created`` False. A message that
+    ``outbox.enqueue`` would refuse stops the whole batch with the same error, before
+    anything is written; the caller's transaction stays usable.
     """
-    records = [(i, *m.sql_args()) for i, m in enumerate(messages)]
+    require_connection(conn)
+    records = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, NewMessage):
+            raise TypeError(
+                f"enqueue_many expects NewMessage items, got {type(message).__name__} "
+                f"at position {position}"
+            )
+        records.append((position, *_ENQUEUE.args(message.values())))
     if not records:
-        return 0
+        return []
     async with conn.transaction():
         await conn.execute(_CREATE_STAGING)
         await conn.copy_records_to_table(
-            "outbox_enqueue_staging", records=records, columns=("ord", *_STAGING_COLUMNS)
+            "outbox_enqueue_batch", records=records, columns=_STAGING_COLUMNS
         )
-        result = await conn.execute(_INSERT_FROM_STAGING)
-        await conn.execute("DELETE FROM outbox_enqueue_staging")
-    return int(result.rsplit(" ", 1)[-1])
+        rows = await conn.fetch(_INSERT_FROM_STAGING)
+        results = [Enqueued(row[0], row[1]) for row in rows]
+        known = [position for position, result in enumerate(results) if not result.created]
+        if known:
+            for row in await conn.fetch(_EXISTING_IDS, known):
+                results[row[0]] = Enqueued(row[1], False)
+        await conn.execute("DELETE FROM outbox_enqueue_batch")
+    return results

@@ -19,6 +19,7 @@ from tests.integration.daemon_helpers import (
     running,
     statuses,
 )
+from tests.integration.enqueue_helpers import enqueue_one
 
 
 async def test_committed_message_is_rendered_and_sent_once(
@@ -59,7 +60,7 @@ async def test_rolled_back_message_is_never_sent(
 async def test_sms_goes_through_the_sms_channel(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
-    message_id = await enqueue(
+    message_id = await enqueue_one(
         pool, channel="sms", recipient="+14155552671", template="sms/verification_code",
         context={"code": "481516"},
     )  # fmt: skip
@@ -115,8 +116,8 @@ async def test_priority_order_with_one_slot(
 ) -> None:
     context = {"name": "x", "login_url": "https://x.example"}
     for priority in (0, 1, 3, 2, 1):
-        await enqueue(pool, channel="email", recipient=f"p{priority}@example.com",
-                      template="welcome", context=context, priority=priority)  # fmt: skip
+        await enqueue_one(pool, channel="email", recipient=f"p{priority}@example.com",
+                          template="welcome", context=context, priority=priority)  # fmt: skip
     settings = make_settings(database_url, tmp_path, worker={"concurrency": 1, "batch_size": 1})
     recorder = Recorder()
     daemon = Daemon(settings, dsn=database_url)
@@ -132,7 +133,7 @@ async def test_scheduled_message_waits_for_not_before(
     settings = make_settings(database_url, tmp_path, worker={"poll_interval": 5.0})
     async with running(settings, database_url) as (_daemon, recorder):
         due = datetime.now(UTC) + timedelta(seconds=1.0)
-        message_id = await enqueue(
+        message_id = await enqueue_one(
             pool, channel="email", recipient="later@example.com", template="welcome",
             context={"name": "L", "login_url": "https://x.example"}, not_before=due,
         )  # fmt: skip
@@ -157,7 +158,7 @@ async def test_notify_wakes_an_idle_daemon_quickly(
 async def test_cancelled_message_is_not_sent(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
-    message_id = await enqueue(
+    message_id = await enqueue_one(
         pool, channel="email", recipient="a@example.com", template="welcome",
         context={"name": "A", "login_url": "u"},
     )  # fmt: skip

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from daemon.feedback.store import FeedbackStore
-from outbox import enqueue
 from outbox.models import FeedbackEvent
 from outbox.store import Store
+from tests.integration.enqueue_helpers import enqueue_one
 
 
 def _event(kind: str, source_id: str, provider_id: str = "ses-1", **extra: str) -> FeedbackEvent:
@@ -25,7 +25,7 @@ def _event(kind: str, source_id: str, provider_id: str = "ses-1", **extra: str) 
 
 
 async def _sent_message(pool: asyncpg.Pool, recipient: str = "ann@example.com") -> int:
-    message_id = await enqueue(pool, channel="email", recipient=recipient, template="welcome")
+    message_id = await enqueue_one(pool, channel="email", recipient=recipient, template="welcome")
     await pool.execute(
         "UPDATE outbox.message SET status = 'sent', provider_message_id = 'ses-1' WHERE id = $1",
         message_id,
@@ -60,7 +60,7 @@ async def test_permanent_bounce_suppresses_and_the_next_send_is_suppressed(
     feedback = FeedbackStore(pool)
     outcome = await feedback.record(_event("bounce", "sns-1", bounce_type="Permanent"))
     assert (outcome.status, outcome.suppressed) == ("bounced", "bounce")
-    await enqueue(pool, channel="email", recipient="ANN@example.com", template="welcome")
+    await enqueue_one(pool, channel="email", recipient="ANN@example.com", template="welcome")
     [claimed] = await Store(pool).claim("email", 10, "w", 60)
     assert claimed.suppressed_reason == "recipient suppressed (bounce)"
 

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 
 from daemon.providers.smtp import SmtpProvider
 from daemon.settings import SmtpSettings
-from outbox import enqueue, errors
+from outbox import errors
 from outbox.models import Message, Rendered
 from tests.integration.aws_fake import free_port
 from tests.integration.daemon_helpers import (
@@ -25,6 +25,7 @@ from tests.integration.daemon_helpers import (
     statuses,
     welcome_backlog,
 )
+from tests.integration.enqueue_helpers import enqueue_one
 from tests.integration.smtp_sink import Sink, smtp_sink, smtp_tls_sink
 
 __all__ = ["smtp_sink", "smtp_tls_sink"]
@@ -41,8 +42,8 @@ async def test_transient_replies_are_retried_with_backoff(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
 ) -> None:
     smtp_sink.replies = ["451 4.3.0 try again later", "421 4.7.0 slow down"]
-    message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
-                               template="welcome", context=CONTEXT)  # fmt: skip
+    message_id = await enqueue_one(pool, channel="email", recipient="ann@example.com",
+                                   template="welcome", context=CONTEXT)  # fmt: skip
     await drain(make_settings(database_url, tmp_path, **_smtp(smtp_sink)), database_url)
     row = (await statuses(pool))[message_id]
     assert (row["status"], row["attempts"]) == ("sent", 3)
@@ -55,8 +56,8 @@ async def test_attempts_run_out_then_failed(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
 ) -> None:
     smtp_sink.replies = ["451 4.3.0 try again later"] * 3
-    message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
-                               template="welcome", context=CONTEXT)  # fmt: skip
+    message_id = await enqueue_one(pool, channel="email", recipient="ann@example.com",
+                                   template="welcome", context=CONTEXT)  # fmt: skip
     settings = make_settings(database_url, tmp_path, worker={"max_attempts": 3}, **_smtp(smtp_sink))
     await drain(settings, database_url)
     row = (await statuses(pool))[message_id]
@@ -68,8 +69,8 @@ async def test_permanent_reply_fails_at_once_and_others_are_delivered(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
 ) -> None:
     smtp_sink.replies = ["550 5.1.1 no such user"]
-    bad = await enqueue(pool, channel="email", recipient="gone@example.com",
-                        template="welcome", context=CONTEXT)  # fmt: skip
+    bad = await enqueue_one(pool, channel="email", recipient="gone@example.com",
+                            template="welcome", context=CONTEXT)  # fmt: skip
     settings = make_settings(database_url, tmp_path, worker={"concurrency": 1}, **_smtp(smtp_sink))
     await drain(settings, database_url)  # the 550 goes to the first message
     await welcome_backlog(pool, 5)
@@ -85,8 +86,8 @@ async def test_server_down_pauses_the_channel_without_using_attempts(
 ) -> None:
     from tests.integration.aws_fake import free_port
 
-    message_id = await enqueue(pool, channel="email", recipient="ann@example.com",
-                               template="welcome", context=CONTEXT)  # fmt: skip
+    message_id = await enqueue_one(pool, channel="email", recipient="ann@example.com",
+                                   template="welcome", context=CONTEXT)  # fmt: skip
     settings = make_settings(
         database_url, tmp_path, worker={"max_attempts": 2, "pause_seconds": 0.3},
         email={"provider": "smtp"}, smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 2},
@@ -147,8 +148,8 @@ async def test_wrong_password_fails_no_message_and_fixing_it_delivers(
 ) -> None:
     ids = []
     for i in range(5):
-        ids.append(await enqueue(pool, channel="email", recipient=f"u{i}@example.com",
-                                 template="welcome", context=CONTEXT))  # fmt: skip
+        ids.append(await enqueue_one(pool, channel="email", recipient=f"u{i}@example.com",
+                                     template="welcome", context=CONTEXT))  # fmt: skip
 
     def settings(password: str) -> Any:
         smtp = _smtp(smtp_tls_sink, tls="starttls", username="app", password=password,

@@ -12,6 +12,7 @@ import pytest
 from outbox import NewMessage, enqueue, enqueue_cursor, enqueue_many, migrations
 from outbox.models import Status
 from outbox.store import Completion, Store
+from tests.integration.enqueue_helpers import enqueue_one
 
 
 async def test_migrate_is_idempotent(pool: asyncpg.Pool) -> None:
@@ -55,10 +56,10 @@ async def test_sql_enqueue_rejects_bad_arguments(
 
 
 async def test_idempotency_key_returns_existing_id(pool: asyncpg.Pool) -> None:
-    first = await enqueue(
+    first = await enqueue_one(
         pool, channel="email", recipient="a@example.com", template="welcome", idempotency_key="k1"
     )
-    second = await enqueue(
+    second = await enqueue_one(
         pool, channel="email", recipient="b@example.com", template="other", idempotency_key="k1"
     )
     assert first == second
@@ -117,7 +118,7 @@ async def test_dbapi_cursor_helper_joins_the_callers_transaction(database_url: s
 
 
 async def test_enqueue_many_copies_and_skips_known_idempotency_keys(pool: asyncpg.Pool) -> None:
-    await enqueue(
+    await enqueue_one(
         pool, channel="email", recipient="x@example.com", template="t", idempotency_key="dup"
     )
     batch = [NewMessage("email", f"user{i}@example.com", "welcome", {"i": i}) for i in range(500)]
@@ -125,12 +126,12 @@ async def test_enqueue_many_copies_and_skips_known_idempotency_keys(pool: asyncp
     batch.append(NewMessage("email", "z@example.com", "t", idempotency_key="new"))
     batch.append(NewMessage("email", "z@example.com", "t", idempotency_key="new"))
     async with pool.acquire() as conn:
-        created = await enqueue_many(conn, batch)
+        results = await enqueue_many(conn, batch)
         # A second call in the same session reuses the staging table.
-        created += await enqueue_many(
+        results += await enqueue_many(
             conn, [NewMessage("sms", "+14155550100", "sms/verification_code")]
         )
-    assert created == 502
+    assert sum(r.created for r in results) == 502
     assert await pool.fetchval("SELECT count(*) FROM outbox.message") == 503
     context = await pool.fetchval(
         "SELECT context FROM outbox.message WHERE recipient = 'user7@example.com'"
@@ -159,7 +160,7 @@ async def test_claim_orders_by_priority_then_not_before_and_skips_future(
         ("future", 3, now + timedelta(hours=1)),
     ]
     for template, priority, not_before in specs:
-        await enqueue(
+        await enqueue_one(
             pool, channel="email", recipient="a@example.com", template=template,
             priority=priority, not_before=not_before,
         )  # fmt: skip
@@ -177,7 +178,7 @@ async def test_a_claim_resumes_after_the_given_position_of_each_priority(
 ) -> None:
     now = datetime.now(UTC)
     for template, priority, age in [("a", 1, 50), ("b", 1, 40), ("c", 1, 30), ("u", 3, 45)]:
-        await enqueue(
+        await enqueue_one(
             pool, channel="email", recipient="a@example.com", template=template,
             priority=priority, not_before=now - timedelta(seconds=age),
         )  # fmt: skip
@@ -199,9 +200,9 @@ async def test_queue_gauges_count_unfinished_rows_and_the_oldest_due_one(
 ) -> None:
     now = datetime.now(UTC)
     for age in (90, 10, -3600):  # the last is scheduled an hour ahead
-        await enqueue(pool, channel="email", recipient="a@example.com", template="t",
-                      not_before=now - timedelta(seconds=age))  # fmt: skip
-    await enqueue(pool, channel="sms", recipient="+14155552671", template="t")
+        await enqueue_one(pool, channel="email", recipient="a@example.com", template="t",
+                          not_before=now - timedelta(seconds=age))  # fmt: skip
+    await enqueue_one(pool, channel="sms", recipient="+14155552671", template="t")
     store = Store(pool)
     await store.claim("sms", 1, "w", 60)
     counts = {(r["channel"], r["status"]): r["n"] for r in await store.unfinished_counts()}
@@ -223,7 +224,7 @@ async def test_concurrent_claims_never_overlap(pool: asyncpg.Pool) -> None:
 
 
 async def test_completion_is_guarded_by_the_lease(pool: asyncpg.Pool) -> None:
-    message_id = await enqueue(pool, channel="email", recipient="a@example.com", template="t")
+    message_id = await enqueue_one(pool, channel="email", recipient="a@example.com", template="t")
     store = Store(pool)
     [first] = await store.claim("email", 1, "w1", 60)
     # The lease runs out and the reaper hands the row to another worker.
@@ -268,7 +269,7 @@ async def test_retry_and_refund_are_written_in_one_batch(pool: asyncpg.Pool) -> 
 
 
 async def test_reaper_fails_rows_that_used_all_attempts(pool: asyncpg.Pool) -> None:
-    message_id = await enqueue(pool, channel="email", recipient="a@b.example", template="t")
+    message_id = await enqueue_one(pool, channel="email", recipient="a@b.example", template="t")
     store = Store(pool)
     await store.claim("email", 1, "w", 60)
     await pool.execute("UPDATE outbox.message SET locked_until = now() - interval '1s'")
@@ -279,8 +280,8 @@ async def test_reaper_fails_rows_that_used_all_attempts(pool: asyncpg.Pool) -> N
 
 
 async def test_cancel_only_pending(pool: asyncpg.Pool) -> None:
-    a = await enqueue(pool, channel="email", recipient="a@b.example", template="t")
-    b = await enqueue(pool, channel="email", recipient="b@b.example", template="t")
+    a = await enqueue_one(pool, channel="email", recipient="a@b.example", template="t")
+    b = await enqueue_one(pool, channel="email", recipient="b@b.example", template="t")
     await Store(pool).claim("email", 1, "w", 60)  # claims a
     assert await pool.fetchval("SELECT outbox.cancel($1)", a) is False
     assert await pool.fetchval("SELECT outbox.cancel($1)", b) is True
@@ -305,7 +306,9 @@ async def test_claim_reports_suppression_and_opt_out(pool: asyncpg.Pool) -> None
         ("picky@example.com", "transactional", None),
     ]
     for recipient, category, _ in cases:
-        await enqueue(pool, channel="email", recipient=recipient, template="t", category=category)
+        await enqueue_one(
+            pool, channel="email", recipient=recipient, template="t", category=category
+        )
     claimed = sorted(await Store(pool).claim("email", 10, "w", 60), key=lambda m: m.id)
     assert [m.suppressed_reason for m in claimed] == [expected for *_, expected in cases]
 
