@@ -11,7 +11,7 @@ COPY daemon ./daemon
 COPY sql ./sql
 COPY templates ./templates
 RUN python -m venv /opt/outboxd \
- && /opt/outboxd/bin/pip install --no-compile . \
+ && /opt/outboxd/bin/pip install --no-compile '.[daemon]' \
  && /opt/outboxd/bin/python -m compileall -q /opt/outboxd/lib
 
 FROM python:3.11-slim

@@ -1,5 +1,5 @@
 """``python -m daemon.cli``: the same as the ``outboxd`` script."""
 
-from daemon.cli.main import main
+from daemon.cli.entry import main
 
 main()
