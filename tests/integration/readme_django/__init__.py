@@ -1,0 +1,1 @@
+"""The smallest Django app the README's Django example needs: its ``order`` model."""
