@@ -3,6 +3,7 @@ transaction or a clear refusal, and the SQL function's checks for bulk enqueue t
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from outbox import Enqueued, NewMessage, enqueue, enqueue_cursor, enqueue_many
+from tests.integration.lock_waits import wait_until_blocked
 
 
 async def _count(pool: asyncpg.Pool) -> int:
@@ -176,3 +178,40 @@ async def test_bool_and_fractional_priorities_are_refused(pool: asyncpg.Pool) ->
                     priority=priority,  # type: ignore[arg-type]
                 )  # fmt: skip
     assert await _count(pool) == 0
+
+
+async def test_enqueue_many_returns_the_id_a_concurrent_enqueue_committed_meanwhile(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as first, pool.acquire() as second:
+        tx = first.transaction()
+        await tx.start()
+        theirs = await enqueue(
+            first, channel="email", recipient="a@example.com", template="t", idempotency_key="k"
+        )
+        # The batch waits on the uncommitted key, then finds the row once it commits.
+        batch = asyncio.create_task(
+            enqueue_many(second, [NewMessage("email", "b@example.com", "t", idempotency_key="k")])
+        )
+        await wait_until_blocked(pool, second.get_server_pid())
+        await tx.commit()
+        [ours] = await batch
+    assert (ours, ours.created) == (theirs, False)
+    assert await _count(pool) == 1
+
+
+async def test_the_sql_functions_say_new_or_duplicate_and_keep_their_contract(
+    pool: asyncpg.Pool,
+) -> None:
+    call = (
+        "SELECT * FROM outbox.enqueue_result(channel => 'email', recipient => 'a@example.com',"
+        " template => 't', idempotency_key => 'k')"
+    )
+    first, again = await pool.fetchrow(call), await pool.fetchrow(call)
+    assert (first["created"], again["created"], again["id"]) == (True, False, first["id"])
+    same = await pool.fetchval(
+        "SELECT outbox.enqueue(channel => 'sms', recipient => '+14155550100', template => 't',"
+        " idempotency_key => 'k')"
+    )
+    assert same == first["id"]
+    assert await _count(pool) == 1
