@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from daemon.main import Daemon
-from outbox import enqueue
 from tests.integration.daemon_helpers import Recorder, make_settings, statuses
+from tests.integration.enqueue_helpers import enqueue_one
 from tests.sns_signing import TOPIC, Signer, body
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ses"
@@ -88,7 +88,7 @@ async def test_readiness_reports_stopping(running: Running) -> None:
 
 
 async def _sent_email(pool: asyncpg.Pool, running: Running, **kwargs: Any) -> int:
-    message_id = await enqueue(
+    message_id = await enqueue_one(
         pool,
         channel="email",
         template=kwargs.pop("template", "welcome"),
