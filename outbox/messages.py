@@ -18,7 +18,7 @@ commit on its own, outside the caller's transaction.
 from __future__ import annotations
 
 import datetime as _dt
-import decimal
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
@@ -90,17 +90,22 @@ class NewMessage:
         }
 
 
-def _priority(value: object) -> int | None:
-    # An IntEnum (outbox.models.Priority) goes as its number: psycopg would send its name.
-    # A bool or a fraction would silently become another priority on the way: refused.
-    # None goes through, so that SQL refuses it with its own message.
+def _priority(value: Any) -> int | None:
+    """``value`` as sent to SQL, which checks the range (with its own message).
+
+    An IntEnum (outbox.models.Priority) goes as its number: psycopg would send its name. A
+    bool, a float such as 3.9 or a string is refused rather than converted: a driver would
+    send another priority for it. None goes through, for SQL to refuse.
+    """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | decimal.Decimal | float):
-        raise TypeError(f"priority must be an integer 0..3, got {value!r}")
-    if value != int(value):
-        raise TypeError(f"priority must be an integer 0..3, got {value!r}")
-    return int(value)
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None:
+        raise ValueError(f"priority must be an integer from 0 to 3, got {value!r}")
+    return number
 
 
 class Enqueued(int):
