@@ -4,40 +4,19 @@ what is wrong with it."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from daemon.settings.sections import ENV_PREFIX
+from daemon.settings.explain import describe, env_name, known_variables, unknown_variables
 from daemon.settings.tree import Settings
 from outbox import errors
 
-_SECRET_FIELDS = frozenset({"password", "secret_key", "database_url"})
-
-
-def env_name(location: tuple[int | str, ...]) -> str:
-    """The environment variable for a pydantic error location, e.g. OUTBOXD_EMAIL__RATE."""
-    parts = [str(p) for p in location if not isinstance(p, int)]
-    if parts == ["email", "from"] or parts == ["email", "sender"]:
-        parts = ["email", "from"]
-    return ENV_PREFIX + "__".join(p.upper() for p in parts) if parts else ENV_PREFIX + "*"
-
-
-def describe(exc: ValidationError) -> str:
-    """One line naming the first bad variable, without echoing secret values."""
-    err = exc.errors()[0]
-    location = tuple(err.get("loc", ()))
-    name = env_name(location)
-    message = err.get("msg", "invalid value").removeprefix("Value error, ")
-    field_name = str(location[-1]) if location else ""
-    if field_name not in _SECRET_FIELDS and "input" in err and isinstance(err["input"], str):
-        return f"invalid setting {name}: {message} (got {err['input']!r})"
-    if not location or location == ("worker",):
-        return f"invalid setting {message}"
-    return f"invalid setting {name}: {message}"
-
+__all__ = ["credentials", "describe", "env_name", "load"]
 
 #: systemd credentials (LoadCredential=NAME:...) -> the setting they provide.
 CREDENTIALS = {
@@ -67,8 +46,21 @@ def credentials(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def load(**overrides: Any) -> Settings:
-    """Read the settings; raise :class:`ConfigurationError` with a one-line reason."""
+    """Read the settings; raise :class:`ConfigurationError` with a one-line reason.
+
+    An ``OUTBOXD_`` variable that is no setting is an error, not ignored: a misspelt
+    OUTBOXD_DATABASE_URL would otherwise run against the embedded database.
+    """
+    unknown = unknown_variables(os.environ, known_variables(Settings))
+    if unknown:
+        raise errors.ConfigurationError(unknown)
     try:
         return Settings(**{**credentials(), **overrides})
     except ValidationError as exc:
         raise errors.ConfigurationError(describe(exc)) from exc
+    except SettingsError as exc:  # a section given whole, as JSON that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = env_name([field[1]]) if field else "OUTBOXD_*"
+        raise errors.ConfigurationError(
+            f"invalid setting {name}: not valid JSON (set its {name}__<FIELD> variables instead)"
+        ) from exc

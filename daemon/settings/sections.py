@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email.errors
+import email.policy
 import enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import email_validator
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
@@ -16,6 +19,36 @@ LOCAL_SEND_TIMEOUT = 2.0
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+_MAILBOX_EXAMPLE = "an email address, optionally with a display name: 'Acme <hi@acme.example>'"
+
+
+def mailbox(value: str) -> str:
+    """``value`` if it is one email address, optionally with a display name; else ValueError.
+
+    Special-use domains (``localhost``, ``.test``) are accepted: a sender there is fine for
+    the file provider in development, and a real provider reports its own refusal.
+    """
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"must be {_MAILBOX_EXAMPLE}, without line breaks")
+    try:
+        header = email.policy.default.header_factory("from", value)
+        addresses = header.addresses
+    except (email.errors.HeaderParseError, IndexError, ValueError):
+        raise ValueError(f"must be {_MAILBOX_EXAMPLE}") from None
+    if header.defects or len(addresses) != 1:
+        raise ValueError(f"must be {_MAILBOX_EXAMPLE}")
+    local, _, domain = addresses[0].addr_spec.rpartition("@")
+    if domain.lower().rsplit(".", 1)[-1] in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        domain = "example.com"  # checks the syntax of the rest
+    try:
+        email_validator.validate_email(
+            f"{local}@{domain}", check_deliverability=False, globally_deliverable=False
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"must be {_MAILBOX_EXAMPLE} ({exc})") from None
+    return value
 
 
 class EmailProviderName(enum.StrEnum):
@@ -47,6 +80,11 @@ class EmailSettings(_Section):
     list_unsubscribe_mailto: str | None = Field(
         None, description="Optional mailto address added to List-Unsubscribe."
     )
+
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        return None if value is None else mailbox(value)
 
 
 class SmsSettings(_Section):

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_dir(cls, value: Path | None) -> Path | None:
+        # Found at start-up rather than at the first message, which would fail for good.
+        if value is not None and not value.is_dir():
+            reason = "is not a directory" if value.exists() else "no such directory"
+            if not value.is_absolute():
+                reason += f" (looked for {value.resolve()})"
+            raise ValueError(reason)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
