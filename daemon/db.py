@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,45 @@ from outbox.store import DRIVER_ERRORS
 logger = logging.getLogger(__name__)
 
 
+#: Where pgserver's account of starting and stopping the embedded server goes (initdb and
+#: pg_ctl output, ~70 lines), beside its data: not on the console.
+EMBEDDED_LOG = "embedded-postgres.log"
+
+
 def embedded_dsn(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL under ``data_dir`` and return its DSN.
 
     The server is shared by every outboxd process using the same directory and stops when
     the last of them exits.
     """
-    import pgserver  # imported lazily: only the embedded development default needs it
-
     pgdata = (data_dir / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    log_path = pgdata.parent / EMBEDDED_LOG
+    _log_pgserver_to(log_path)
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then locks in /tmp.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            import pgserver  # imported lazily: only the embedded development default needs it
+
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise errors.DatabaseError(
+            f"the embedded PostgreSQL under {pgdata} did not start: {exc} (see {log_path})"
+        ) from exc
     uri: str = server.get_uri()
     return uri
+
+
+def _log_pgserver_to(path: Path) -> None:
+    pg_logger = logging.getLogger("pgserver")
+    if any(isinstance(h, logging.FileHandler) for h in pg_logger.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    pg_logger.addHandler(handler)
+    pg_logger.setLevel(logging.INFO)
+    pg_logger.propagate = False
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -89,15 +89,27 @@ def _run(settings: Settings, args: argparse.Namespace, processes: int) -> int:
 
 
 def _say_where_things_are(settings: Settings, dsn: str, embedded: bool) -> None:
-    """Once, on the console: where the embedded database is and where files go."""
+    """Once, on the console: the embedded database's DSN and where message files go."""
     if embedded:
+        data_dir = settings.data_dir.resolve()
         print(
-            f"outboxd: using embedded PostgreSQL under {(settings.data_dir / 'pgdata').resolve()}",
+            f"outboxd: embedded PostgreSQL under {data_dir / 'pgdata'} "
+            f"(its start-up log: {data_dir / db.EMBEDDED_LOG})",
             file=sys.stderr,
         )
-    for channel, provider in (("email", settings.email.provider), ("sms", settings.sms.provider)):
-        if provider == "file":
-            print(
-                f"outboxd: {channel} goes to files in {settings.file_dir.resolve()}",
-                file=sys.stderr,
-            )
+        # Embedded only: a configured OUTBOXD_DATABASE_URL may hold a password.
+        print(f"outboxd: applications connect with {dsn}", file=sys.stderr)
+    channels = [
+        channel
+        for channel, provider in (
+            ("email", settings.email.provider),
+            ("sms", settings.sms.provider),
+        )
+        if provider == "file"
+    ]
+    if channels:
+        print(
+            f"outboxd: {' and '.join(channels)} messages are written to files in "
+            f"{settings.file_dir.resolve()}",
+            file=sys.stderr,
+        )

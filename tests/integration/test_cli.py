@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import psycopg
 import pytest
 
 from outbox import NewMessage, enqueue_many
@@ -126,37 +127,63 @@ def test_enqueue_rejects_bad_json(tmp_path: Path) -> None:
     assert "not valid JSON" in result.stderr
 
 
+def _wait_for_line(path: Path, starts: str, proc: subprocess.Popen[str], within: float) -> str:
+    """The first line of ``path`` that starts with ``starts``, once the process wrote it."""
+    deadline = time.monotonic() + within
+    while True:
+        for line in path.read_text().splitlines():
+            if line.startswith(starts):
+                return line
+        assert proc.poll() is None, path.read_text()
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
-def test_run_with_no_configuration_uses_embedded_postgres_and_files(tmp_path: Path) -> None:
+def test_run_with_no_configuration_says_where_to_connect_and_where_files_go(
+    tmp_path: Path,
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
     env["OUTBOXD_HTTP__PORT"] = str(free_port())
     workdir = tmp_path / "app"
     workdir.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "run"], cwd=workdir, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not (workdir / ".outboxd" / "secret_key").exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        enqueue = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "enqueue", "--channel", "email",
-             "--to", "ann@example.com", "--template", "welcome",
-             "--context", '{"name": "Ann", "login_url": "https://x.example"}'],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+    console = tmp_path / "console.txt"
+    with console.open("w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run"], cwd=workdir, env=env,
+            stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        assert enqueue.returncode == 0, enqueue.stderr
-        eml = workdir / ".outboxd" / "outgoing" / f"{int(enqueue.stdout)}.eml"
+    try:
+        connect = _wait_for_line(console, "outboxd: applications connect with ", proc, 60)
+        folder = _wait_for_line(console, "outboxd: email and sms messages are written to", proc, 5)
+        _wait_for_line(console, '{"ts"', proc, 60)  # the daemon's own log: it is running
+        dsn = connect.removeprefix("outboxd: applications connect with ")
+        outgoing = Path(folder.rsplit(" ", 1)[1])
+        assert outgoing == workdir.resolve() / ".outboxd" / "outgoing"
+        # An application connects with what was printed, and the message lands there.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT outbox.enqueue(channel => 'email', recipient => 'ann@example.com',"
+                " template => 'welcome',"
+                ' context => \'{"name": "Ann", "login_url": "https://x.example"}\'::jsonb)'
+            ).fetchone()
+        assert row is not None
+        eml = outgoing / f"{row[0]}.eml"
+        deadline = time.monotonic() + 60
         while not eml.exists():
             assert time.monotonic() < deadline, "the message never arrived"
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    output = console.read_text()
     assert proc.returncode == 0, output
-    assert "embedded PostgreSQL" in output and "email goes to files in" in output
+    assert output.count("applications connect with") == 1
+    # The embedded server's start-up chatter is in its log file, not on the console.
+    assert "initdb" not in output and "pg_ctl" not in output and "XDG_RUNTIME_DIR" not in output
+    assert all(line.startswith(("outboxd: ", '{"ts"')) for line in output.splitlines()), output
+    started = (workdir / ".outboxd" / "embedded-postgres.log").read_text()
+    assert "initdb" in started and "server started" in started
 
 
 async def test_requeue_filters_and_dry_run(
