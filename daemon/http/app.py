@@ -12,6 +12,8 @@ from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
 from daemon.http import health, unsubscribe, webhooks
 from daemon.http.state import ServiceState
+from daemon.settings import ENV_PREFIX
+from outbox import errors
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,17 @@ async def start(stack: AsyncExitStack, state: ServiceState) -> int:
     runner = web.AppRunner(make_app(state, client), access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, http.host, http.port, reuse_port=True)
-    await site.start()
+    # No reuse_port: a second daemon on the same port would silently get half of the
+    # requests (split metrics, unsubscribe tokens of the other's keys).
+    site = web.TCPSite(runner, http.host, http.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise errors.ConfigurationError(
+            f"invalid setting {ENV_PREFIX}HTTP__PORT: cannot listen on {http.host}:{http.port}: "
+            f"{exc.strerror or exc} (another outboxd running? set {ENV_PREFIX}HTTP__PORT, or "
+            f"{ENV_PREFIX}HTTP__ENABLED=false)"
+        ) from exc
     port: int = runner.addresses[0][1]
     logger.info("HTTP on %s:%d", http.host, port, extra={"action": "start"})
     return port

@@ -6,6 +6,7 @@ import asyncio
 import email
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -312,3 +313,26 @@ def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("outboxd: invalid setting OUTBOXD_EMAIL__RATE:")
+
+
+def test_an_occupied_http_port_is_a_clear_error(database_url: str, tmp_path: Path) -> None:
+    # Held as another outboxd held it before: with SO_REUSEPORT, which a second daemon
+    # must not share (metrics would split, unsubscribe tokens of the other's keys fail).
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = _env(
+            database_url, tmp_path, free_port(), OUTBOXD_EMAIL__PROVIDER="null",
+            OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(port),
+        )  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "run"], env=env, capture_output=True, timeout=60
+        )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(
+        f"outboxd: invalid setting OUTBOXD_HTTP__PORT: cannot listen on 127.0.0.1:{port}: "
+    )
+    assert "address already in use" in last
