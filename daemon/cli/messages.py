@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import asyncpg
@@ -136,7 +137,7 @@ def cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
                     "no such message" if status is None
                     else f"it is {status}; only {', '.join(_REQUEUEABLE)} can be requeued"
                 )  # fmt: skip
-                print(f"outboxd: not requeued: message {message_id}: {reason}")
+                print(f"outboxd: not requeued: message {message_id}: {reason}", file=sys.stderr)
             return 1
         matched, moved = await store.requeue_matching(
             args.status,

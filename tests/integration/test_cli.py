@@ -227,3 +227,53 @@ def test_bench_measures_every_phase_in_a_throwaway_database(
     assert report["drain"]["cpu_us"]["outboxd"] > 0
     assert report["latency"]["count"] == 50
     assert 0 < report["latency"]["p50_ms"] <= report["latency"]["p99_ms"]
+
+
+async def test_requeue_of_a_missing_id_is_a_clear_error(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    pending = await pool.fetchval(
+        "SELECT outbox.enqueue(channel => 'email', recipient => 'a@example.com',"
+        " template => 'welcome')"
+    )
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url)
+    result = outboxd(env, "requeue", "--id", "999999", "--id", str(pending))
+    assert result.returncode == 1
+    assert result.stdout.strip() == "requeued 0 message(s)"
+    assert result.stderr.splitlines() == [
+        "outboxd: not requeued: message 999999: no such message",
+        f"outboxd: not requeued: message {pending}: it is pending; "
+        "only failed, expired, cancelled, suppressed can be requeued",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["purge", "--older-than", "-3"], "argument --older-than: must be greater than 0, got -3"),
+        (["purge", "--older-than", "soon"], "argument --older-than: not a number: 'soon'"),
+        (["requeue", "--id", "0"], "argument --id: must be at least 1, got 0"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = outboxd(_env(tmp_path), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("OUTBOXD_TEMPLATES_DIR", "no-such-dir", "invalid setting OUTBOXD_TEMPLATES_DIR: no such"),
+        ("OUTBOXD_EMAIL__FROM", "hello", "invalid setting OUTBOXD_EMAIL__FROM: must be an email"),
+        ("OUTBOXD_EMAIL__PROVDER", "ses", "unknown setting OUTBOXD_EMAIL__PROVDER (did you mean"),
+    ],
+)
+def test_check_refuses_bad_settings_in_one_line(
+    tmp_path: Path, name: str, value: str, expected: str
+) -> None:
+    result = outboxd(_env(tmp_path, **{name: value}), "check")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"outboxd: {expected}")
