@@ -7,8 +7,8 @@ outage lasts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from daemon import metrics
@@ -20,11 +20,12 @@ class CircuitBreaker:
     """Open (paused) or closed for one channel; opened by a provider's refusal."""
 
     def __init__(
-        self, channel: str, cool_down: float, *, clock: Callable[[], float] = time.monotonic
+        self, channel: str, cool_down: float, *, clock: Callable[[], float] | None = None
     ) -> None:
         self.channel = channel
         self.cool_down = cool_down
-        self._clock = clock
+        # The running event loop's clock by default: the one the lane's sleeps keep.
+        self._clock = clock or _loop_time
         #: Why the circuit is open; None while closed.
         self.reason: str | None = None
         self._probe_at: float | None = None
@@ -60,3 +61,7 @@ class CircuitBreaker:
     def probe_claimed(self) -> None:
         """One probe is on its way; the next one waits another cool-down."""
         self._probe_at = self._clock() + self.cool_down
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 
 
 class Deadlines:
@@ -28,7 +27,7 @@ class Deadlines:
 
     def watch(self, task: asyncio.Task[None]) -> None:
         """Start the clock for the send ``task`` is about to make."""
-        self._running[task] = time.monotonic() + self.timeout
+        self._running[task] = asyncio.get_running_loop().time() + self.timeout
         if self._timer is None:
             self._arm()
 
@@ -52,13 +51,13 @@ class Deadlines:
     def _arm(self) -> None:
         if self._running:
             oldest = next(iter(self._running.values()))
-            # The event loop's clock is time.monotonic.
             self._timer = asyncio.get_running_loop().call_at(oldest, self._fire)
         else:
             self._timer = None
 
     def _fire(self) -> None:
-        now = time.monotonic()
+        # The loop's own clock, the one call_at keeps (a test's virtual one included).
+        now = asyncio.get_running_loop().time()
         running = self._running
         while running:
             task, deadline = next(iter(running.items()))

@@ -1,0 +1,142 @@
+"""Completer: batched result writes that survive a failing database (virtual time)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from daemon.delivery.completer import Completer
+from outbox.models import Status
+from outbox.store import Completion
+from tests.unit import fakes
+
+pytestmark = pytest.mark.virtual_time
+
+WORKER = "host:1:abc"
+
+
+def claimed(store: fakes.MemoryStore, count: int) -> list[Completion]:
+    """Rows claimed by WORKER, and the completions that would report them sent."""
+    ids = store.add(count)
+    for row_id in ids:
+        row = store.rows[row_id]
+        row.status, row.locked_by, row.attempts = Status.SENDING, WORKER, 1
+    return [Completion(row_id, 1, Status.SENT, provider="mail") for row_id in ids]
+
+
+@pytest.fixture
+def store() -> fakes.MemoryStore:
+    return fakes.MemoryStore()
+
+
+@pytest.fixture
+async def completer(store: fakes.MemoryStore) -> AsyncIterator[Completer]:
+    completer = Completer(store, WORKER, max_batch=3)  # type: ignore[arg-type]
+    task = asyncio.create_task(completer.run())
+    yield completer
+    completer.stop()
+    await task
+
+
+async def test_results_that_arrive_during_a_write_go_together_in_the_next(
+    store: fakes.MemoryStore, completer: Completer
+) -> None:
+    written: list[list[int]] = []
+    completer.listeners.append(lambda batch: written.append([c.message_id for c in batch]))
+    results = claimed(store, 6)
+    store.write_gate = asyncio.Event()  # the database is slow
+    completer.add(results[0])
+    await asyncio.sleep(0)  # the first write starts with what there is: one result
+    for result in results[1:]:
+        completer.add(result)
+    assert completer.backlog == 6
+    store.write_gate.set()
+    await completer.wait_idle()
+    assert written == [[1], [2, 3, 4], [5, 6]]  # then at most max_batch a write
+    assert [len(batch) for batch in store.writes] == [1, 3, 2]
+    assert store.with_status(Status.SENT) == [1, 2, 3, 4, 5, 6]
+    assert completer.backlog == 0
+
+
+async def test_an_idle_completer_writes_each_result_at_once(
+    store: fakes.MemoryStore, completer: Completer
+) -> None:
+    first, second = claimed(store, 2)
+    completer.add(first)
+    await completer.wait_idle()
+    completer.add(second)
+    await completer.wait_idle()
+    assert store.writes == [[first], [second]]
+
+
+async def test_a_failing_write_is_retried_with_backoff_and_keeps_its_results(
+    store: fakes.MemoryStore, completer: Completer
+) -> None:
+    written: list[Sequence[Completion]] = []
+    completer.listeners.append(written.append)
+    results = claimed(store, 2)
+    store.failing_writes = 3
+    started = fakes.now()
+    for result in results:
+        completer.add(result)
+    await completer.wait_idle()
+    # 0.2 s, 0.4 s and 0.8 s of backoff, then the same results are written once.
+    assert fakes.now() - started == pytest.approx(1.4, abs=1e-3)
+    assert store.writes == [results] and written == [results]
+    assert store.with_status(Status.SENT) == [1, 2]
+
+
+async def test_a_long_outage_backs_off_up_to_five_seconds(
+    store: fakes.MemoryStore, completer: Completer
+) -> None:
+    results = claimed(store, 1)
+    store.failing_writes = 10
+    started = fakes.now()
+    completer.add(results[0])
+    await completer.wait_idle()
+    # 0.2 + 0.4 + 0.8 + 1.6 + 3.2, then 5 s each for the other five failures.
+    assert fakes.now() - started == pytest.approx(6.2 + 25, abs=1e-3)
+    assert store.writes == [results]
+
+
+async def test_results_for_rows_reclaimed_by_another_worker_are_counted_as_lost(
+    store: fakes.MemoryStore, completer: Completer
+) -> None:
+    results = claimed(store, 3)
+    store.rows[2].locked_by = "elsewhere:2:def"  # its lease ran out and it was reclaimed
+    store.rows[3].attempts = 2  # reclaimed by this very worker: a later attempt
+    for result in results:
+        completer.add(result)
+    await completer.wait_idle()
+    assert completer.lost == 2
+    assert store.with_status(Status.SENT) == [1]
+    assert store.with_status(Status.SENDING) == [2, 3]
+
+
+async def test_stop_writes_what_is_pending_first(store: fakes.MemoryStore) -> None:
+    completer = Completer(store, WORKER)  # type: ignore[arg-type]
+    results = claimed(store, 5)
+    for result in results:
+        completer.add(result)
+    completer.stop()
+    await completer.run()  # returns once everything is written
+    assert store.writes == [results]
+
+
+async def test_a_write_in_progress_finishes_even_when_the_completer_is_cancelled(
+    store: fakes.MemoryStore,
+) -> None:
+    completer = Completer(store, WORKER)  # type: ignore[arg-type]
+    task = asyncio.create_task(completer.run())
+    [result] = claimed(store, 1)
+    store.write_gate = asyncio.Event()
+    completer.add(result)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    store.write_gate.set()
+    await store.wait_for(lambda: bool(store.writes))
+    assert store.with_status(Status.SENT) == [1]
