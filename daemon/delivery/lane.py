@@ -251,6 +251,8 @@ class Lane:
         if completion.status is Status.PENDING:
             self.wake_in(completion.retry_delay + 0.05)
         elif completion.status is Status.SENT:
+            if self.breaker.reason is not None:
+                self.wake()  # a probe went through: resume now, not after the cool-down
             self.breaker.close()
         self.completer.add(completion)
         self._slot_freed.set()
