@@ -22,13 +22,16 @@ from daemon.delivery.completer import Completer
 from daemon.delivery.dispatch import Dispatcher, LinkBuilder
 from daemon.delivery.lane import Lane
 from daemon.delivery.links import Links
+from daemon.delivery.person_links import PersonLinks
 from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
 from daemon.delivery.render import Renderer
 from daemon.delivery.wakeup import WakeupListener
 from daemon.http import app as http_app
 from daemon.http.state import ServiceState
+from daemon.people.profiles import PeopleStore
 from daemon.providers.base import Provider
+from daemon.providers.inapp import InappProvider
 from daemon.settings import Settings
 from outbox import errors
 from outbox.models import Channel
@@ -125,8 +128,10 @@ class Daemon:
             logger.warning("could not record throttling: %s", exc)
 
     async def _limiter(self, store: Store, channel: str, provider: Provider) -> RateLimiter | None:
-        """The channel's cluster-wide limiter: the configured rate, else the provider's."""
-        rate = self.settings.email.rate if channel == "email" else self.settings.sms.rate
+        """The channel's cluster-wide limiter: the configured rate, else the provider's.
+        In-app items are rows in our own database: no limit but the completer's pace."""
+        rates = {"email": self.settings.email.rate, "sms": self.settings.sms.rate}
+        rate = rates.get(channel, 0.0)
         if not rate:
             account_rate = getattr(provider, "max_send_rate", None)
             if account_rate is not None:
@@ -155,12 +160,19 @@ class Daemon:
             stack.push_async_callback(pool.close)
             await db.ensure_schema(pool, migrate=settings.migrate_on_start)
             self.store = store = Store(pool)
+            if await PeopleStore(pool).write_settings(hourly_cap=settings.people.hourly_cap):
+                cap = settings.people.hourly_cap
+                logger.info(
+                    "per-person hourly cap is now %s", cap if cap is not None else "off",
+                    extra={"action": "start"},
+                )  # fmt: skip
 
             channel_providers: dict[str, Provider] = {
                 Channel.EMAIL.value: self.provider_overrides.get("email")
                 or providers.build_email(settings),
                 Channel.SMS.value: self.provider_overrides.get("sms")
                 or providers.build_sms(settings),
+                Channel.INAPP.value: self.provider_overrides.get("inapp") or InappProvider(),
             }
             for provider in channel_providers.values():
                 await provider.open()
@@ -175,7 +187,12 @@ class Daemon:
                 worker=settings.worker,
                 on_paused=self._on_paused,
                 on_throttled=self._on_throttled,
-                links=self.links,
+                links=PersonLinks(
+                    self.links,
+                    public_url=settings.links_base_url,
+                    keys=self.signing_keys,
+                    mailto=settings.email.list_unsubscribe_mailto,
+                ),
             )
             for channel, provider in channel_providers.items():
                 limiter = await self._limiter(store, channel, provider)

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 class Channel(enum.StrEnum):
     EMAIL = "email"
     SMS = "sms"
+    #: The person's in-app inbox (``outbox.inbox``); only ``outbox.notify`` makes these rows.
+    INAPP = "inapp"
 
 
 class Status(enum.StrEnum):
@@ -27,6 +29,10 @@ class Status(enum.StrEnum):
     SUPPRESSED = "suppressed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    #: Waiting for its digest (``notify(..., digest_key=...)``).
+    BATCHED = "batched"
+    #: Folded into a digest message (``digest_message_id``).
+    DIGESTED = "digested"
 
 
 #: Statuses a message never leaves by itself (feedback may still move sent -> delivered...).
@@ -40,6 +46,7 @@ TERMINAL_STATUSES = frozenset(
         Status.SUPPRESSED,
         Status.EXPIRED,
         Status.CANCELLED,
+        Status.DIGESTED,
     }
 )
 
@@ -93,10 +100,18 @@ class Message(NamedTuple):
     context_bytes: int = 0
     #: When the message became due; with ``priority`` and ``id``, its place in claim order.
     not_before: datetime | None = None
+    #: The person (``outbox.recipient.key``) of a row made by ``outbox.notify``, else None.
+    recipient_key: str | None = None
+    #: The ``outbox.notification`` that made the row, else None.
+    notification_id: int | None = None
+    #: What templates see as ``person`` (key, locale, timezone, attrs), for rows of a
+    #: person who still exists; None for address-level rows.
+    person: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Message:
         """From a row of the claim query."""
+        person = record.get("person")
         return cls(
             id=record["id"],
             channel=record["channel"],
@@ -113,6 +128,9 @@ class Message(NamedTuple):
             suppressed_reason=record.get("suppressed_reason"),
             context_bytes=record.get("context_bytes") or 0,
             not_before=record.get("not_before"),
+            recipient_key=record.get("recipient_key"),
+            notification_id=record.get("notification_id"),
+            person=None if person is None else _json_object(person),
         )
 
     @property
@@ -126,7 +144,8 @@ _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 class Rendered(NamedTuple):
     """The rendered parts of one message.
 
-    Email has ``subject`` and ``text`` (and maybe ``html``); SMS has ``sms`` only.
+    Email has ``subject`` and ``text`` (and maybe ``html``); SMS has ``sms`` only; in-app
+    has ``subject`` (the title) and ``inapp`` (the body, plain text, maybe empty).
     ``headers`` are extra email headers (e.g. ``List-Unsubscribe``).
     """
 
@@ -135,6 +154,21 @@ class Rendered(NamedTuple):
     html: str | None = None
     sms: str | None = None
     headers: Mapping[str, str] = _NO_HEADERS
+    inapp: str | None = None
+
+
+class InboxItem(NamedTuple):
+    """An in-app item to be written into ``outbox.inbox`` with its message's result."""
+
+    recipient_key: str
+    notification_id: int | None
+    category: str
+    priority: int
+    title: str
+    body: str
+    url: str | None
+    #: The item's ``data`` as JSON text (an object).
+    data: str
 
 
 class Receipt(NamedTuple):
@@ -142,6 +176,8 @@ class Receipt(NamedTuple):
 
     provider: str
     provider_message_id: str | None = None
+    #: In-app only: the item that the result write puts into ``outbox.inbox``.
+    item: InboxItem | None = None
 
 
 @dataclass(frozen=True, slots=True)

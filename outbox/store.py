@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from outbox import errors, sql
-from outbox.models import Message, Priority, Status
+from outbox.models import InboxItem, Message, Priority, Status
 
 #: Where a claim scan of one priority stopped: (not_before, id) of the last row it took.
 ClaimPosition = tuple[datetime, int]
@@ -56,6 +56,8 @@ class Completion(NamedTuple):
     retry_delay: float = 0.0
     #: True when this attempt must not count (throttled, paused channel).
     refund: bool = False
+    #: In-app deliveries: the item written into ``outbox.inbox`` with the result.
+    inbox: InboxItem | None = None
 
 
 class Store:
@@ -94,9 +96,17 @@ class Store:
         return [Message.from_record(row) for row in rows]
 
     async def complete_many(self, completions: Sequence[Completion], worker: str) -> int:
-        """Write results in one statement; returns how many rows still held our lease."""
+        """Write results in one statement (two when in-app items are among them); returns
+        how many rows still held our lease."""
         if not completions:
             return 0
+        items = [c for c in completions if c.inbox is not None]
+        written = 0
+        if items:
+            written = await self._complete_inbox(items, worker)
+            if len(items) == len(completions):
+                return written
+            completions = [c for c in completions if c.inbox is None]
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         ids, attempts, statuses, errs, providers, provider_ids, delays, refunds = columns
         for c in completions:
@@ -110,7 +120,32 @@ class Store:
             refunds.append(1 if c.refund else 0)
         async with _translated("complete"):
             result = await self.pool.execute(sql.get("complete_many"), *columns, worker)
-        return int(result.rsplit(" ", 1)[-1])
+        return written + int(result.rsplit(" ", 1)[-1])
+
+    async def _complete_inbox(self, completions: Sequence[Completion], worker: str) -> int:
+        """In-app deliveries: their items and their 'sent' in one statement."""
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+        ids, attempts, keys, notifications, categories, priorities = columns[:6]
+        titles, bodies, urls, data = columns[6:]
+        for c in completions:
+            item = c.inbox
+            assert item is not None
+            ids.append(c.message_id)
+            attempts.append(c.attempts)
+            keys.append(item.recipient_key)
+            notifications.append(item.notification_id)
+            categories.append(item.category)
+            priorities.append(item.priority)
+            titles.append(item.title)
+            bodies.append(item.body)
+            urls.append(item.url)
+            data.append(item.data)
+        async with _translated("complete in-app"):
+            row = await self.pool.fetchrow(
+                sql.get("complete_inbox"), ids, attempts, worker, *columns[2:]
+            )
+        assert row is not None
+        return int(row["written"])
 
     async def next_due(self, channel: str) -> datetime | None:
         """When the earliest pending message of ``channel`` becomes due."""
@@ -238,6 +273,7 @@ class Store:
 QUERY_NAMES = (
     "claim_batch",
     "complete_many",
+    "complete_inbox",
     "next_due",
     "reap_expired_leases",
     "purge_messages",

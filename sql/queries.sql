@@ -9,7 +9,11 @@ SELECT version FROM outbox.schema_migration ORDER BY version
 -- starts after the position where the caller's previous claim of it ended ($6, $7; NULL
 -- scans from the head), so claims do not walk the index entries of rows already claimed,
 -- which a long transaction elsewhere keeps from being cleaned up. The suppression and
--- preference checks ride along so the daemon needs no second round trip.
+-- preference checks ride along so the daemon needs no second round trip, and so does the
+-- person of a row made by outbox.notify (what templates see as `person`, and the person's
+-- own switches, which may have changed since notify). Those lookups are subqueries gated
+-- on recipient_key: an outbox.enqueue row (recipient_key NULL) pays no index probe for
+-- them, and a person row pays one probe into each of two primary keys.
 WITH picked AS (
     SELECT next.id
       FROM unnest($5::smallint[], $6::timestamptz[], $7::bigint[])
@@ -36,7 +40,17 @@ WITH picked AS (
      WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
               m.locale, m.tags, m.attempts, m.expires_at, m.created_at, m.not_before,
-              pg_column_size(m.context) AS context_bytes
+              pg_column_size(m.context) AS context_bytes, m.notification_id,
+              -- An in-app row's recipient is the person's key, whoever inserted it.
+              coalesce(m.recipient_key,
+                       CASE WHEN m.channel = 'inapp' THEN m.recipient END) AS recipient_key
+), with_person AS (
+    SELECT c.*,
+           (SELECT json_build_object('key', r.key, 'locale', r.locale,
+                                     'timezone', r.timezone, 'attrs', r.attrs)
+              FROM outbox.recipient r
+             WHERE c.recipient_key IS NOT NULL AND r.key = c.recipient_key) AS person
+      FROM claimed c
 )
 SELECT c.*,
        coalesce(
@@ -51,9 +65,23 @@ SELECT c.*,
                AND p.channel = c.channel
                AND p.recipient = outbox.normalize_recipient(c.channel, c.recipient)
                AND p.category = c.category
-               AND p.opted_out)
+               AND p.opted_out),
+           CASE WHEN c.recipient_key IS NOT NULL AND c.person IS NULL
+                THEN 'person ' || quote_literal(c.recipient_key)
+                     || ' is no longer in outbox.recipient' END,
+           -- The most specific switch wins, as in outbox.notify().
+           (SELECT 'person opted out of ' || c.channel || ' for category '
+                   || quote_literal(c.category)
+              FROM (SELECT cp.enabled
+                      FROM outbox.channel_preference cp
+                     WHERE c.recipient_key IS NOT NULL AND c.category <> 'transactional'
+                       AND cp.recipient_key = c.recipient_key
+                       AND cp.channel IN (c.channel, '*') AND cp.category IN (c.category, '*')
+                     ORDER BY cp.channel = '*', cp.category = '*'
+                     LIMIT 1) AS switch
+             WHERE NOT switch.enabled)
        ) AS suppressed_reason
-  FROM claimed c
+  FROM with_person c
  ORDER BY c.priority DESC, c.not_before, c.id
 
 -- complete_many(ids, attempts, statuses, errors, providers, provider_message_ids, retry_delays, refunds, worker) --
@@ -87,6 +115,64 @@ UPDATE outbox.message m
    AND m.id = ANY($1::bigint[])
    AND m.locked_by = r.worker
    AND m.attempts = r.attempts
+
+-- complete_inbox(ids, attempts, worker, recipient_keys, notification_ids, categories, priorities, titles, bodies, urls, data) --
+-- Writes in-app deliveries: each item goes into outbox.inbox and its message becomes
+-- 'sent' in one statement, so an item exists exactly when its message says so (no crash
+-- window). Guarded by the lease like complete_many. A redelivered message (its item
+-- already there) is marked sent without a second item. An item of a person deleted since
+-- the claim is left out (the foreign key would fail the whole batch). Every new item
+-- sends NOTIFY outbox_inbox with {"id": <inbox id>, "recipient_key": <key>} at commit,
+-- for whatever fans items out to the person's open pages; a key too long for a NOTIFY
+-- payload is left out of it (the id alone finds the item).
+WITH item AS (
+    SELECT *
+      FROM unnest($1::bigint[], $2::integer[], $4::text[], $5::bigint[], $6::text[],
+                  $7::smallint[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
+           AS u(id, attempts, recipient_key, notification_id, category, priority, title,
+                body, url, data)
+    OFFSET 0
+), leased AS (
+    SELECT m.id
+      FROM outbox.message m
+      JOIN item i ON i.id = m.id
+     WHERE m.id = ANY($1::bigint[])
+       AND m.locked_by = $3
+       AND m.attempts = i.attempts
+       FOR UPDATE OF m
+), inserted AS (
+    INSERT INTO outbox.inbox
+        (recipient_key, notification_id, message_id, category, priority, title, body, url, data)
+    SELECT i.recipient_key, i.notification_id, i.id, i.category, i.priority, i.title, i.body,
+           i.url, i.data
+      FROM item i
+      JOIN leased l ON l.id = i.id
+      JOIN outbox.recipient r ON r.key = i.recipient_key
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING id, message_id, recipient_key
+), sent AS (
+    UPDATE outbox.message m
+       SET status = 'sent',
+           last_error = NULL,
+           provider = 'inapp',
+           provider_message_id = coalesce(n.id, (SELECT b.id FROM outbox.inbox b
+                                                  WHERE b.message_id = l.id))::text,
+           sent_at = now(),
+           locked_by = NULL,
+           locked_until = NULL,
+           updated_at = now()
+      FROM leased l
+      LEFT JOIN inserted n ON n.message_id = l.id
+     WHERE m.id = l.id
+    RETURNING m.id
+)
+SELECT (SELECT count(*) FROM sent) AS written,
+       (SELECT count(pg_notify('outbox_inbox',
+                               CASE WHEN octet_length(n.recipient_key) <= 7000
+                                    THEN json_build_object('id', n.id,
+                                                           'recipient_key', n.recipient_key)
+                                    ELSE json_build_object('id', n.id) END::text))
+          FROM inserted n) AS notified
 
 -- next_due(channel) --
 -- The earliest not_before among pending rows: one short index probe per priority.
@@ -196,7 +282,7 @@ SELECT channel, 'sending', count(*)
 -- oldest_pending() --
 -- One short index probe per channel and priority.
 SELECT c.channel, extract(epoch FROM now() - min(t.due))::float8 AS age_seconds
-  FROM unnest(ARRAY['email', 'sms']) AS c(channel)
+  FROM unnest(ARRAY['email', 'sms', 'inapp']) AS c(channel)
  CROSS JOIN generate_series(0, 3) AS p(priority)
  CROSS JOIN LATERAL (
        SELECT not_before AS due
@@ -347,3 +433,27 @@ SELECT reason, detail, created_at
 -- Lifts only a recipient's own unsubscribe, never a bounce or complaint suppression.
 DELETE FROM outbox.suppression
  WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2) AND reason = 'unsubscribe'
+
+-- people_settings_write(person_hourly_cap) --
+-- The daemon's configuration for outbox.notify(), written at start-up (NULL: no cap).
+UPDATE outbox.people_setting
+   SET person_hourly_cap = $1::integer, updated_at = now()
+ WHERE person_hourly_cap IS DISTINCT FROM $1::integer
+
+-- person_profile(key) --
+SELECT key, email, phone FROM outbox.recipient WHERE key = $1
+
+-- person_switches(key) --
+SELECT channel, category, enabled
+  FROM outbox.channel_preference
+ WHERE recipient_key = $1
+
+-- person_switches_save(key, channels, categories, enabled) --
+-- Sets a person's switches (a person deleted meanwhile gets none); frequency is kept.
+INSERT INTO outbox.channel_preference AS p (recipient_key, channel, category, enabled)
+SELECT r.key, u.channel, u.category, u.enabled
+  FROM unnest($2::text[], $3::text[], $4::boolean[]) AS u(channel, category, enabled)
+  JOIN outbox.recipient r ON r.key = $1
+ON CONFLICT (recipient_key, channel, category) DO UPDATE
+   SET enabled = EXCLUDED.enabled, updated_at = now()
+ WHERE p.enabled IS DISTINCT FROM EXCLUDED.enabled

@@ -17,7 +17,7 @@ def register(commands: Any) -> None:
     )
     render.add_argument(
         "--channel",
-        choices=("email", "sms"),
+        choices=("email", "sms", "inapp"),
         default=None,
         help="which parts to render (default: sms if the template has an sms part, else email)",
     )
@@ -43,6 +43,9 @@ def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
     )
     if channel == "sms":
         print(rendered.sms)
+        return 0
+    if channel == "inapp":
+        print(f"Title: {rendered.subject}\n\n{rendered.inapp}")
         return 0
     print(f"Subject: {rendered.subject}\n\n--- text ---\n{rendered.text}")
     if rendered.html:

@@ -14,7 +14,7 @@ from typing import Any
 
 from daemon import addresses, metrics
 from daemon.delivery import retry
-from daemon.delivery.render import Renderer
+from daemon.delivery.render import Renderer, valid_locale
 from daemon.providers.base import Provider
 from daemon.settings import WorkerSettings
 from outbox import errors
@@ -37,6 +37,9 @@ def _no_links(message: Message) -> tuple[Mapping[str, Any], Mapping[str, str]]:
 _VALIDATORS: dict[str, Callable[[str], str]] = {
     Channel.EMAIL.value: addresses.validate_email,
     Channel.SMS.value: addresses.validate_phone,
+    # An in-app row's recipient is a person's key, checked by the claim (the person must
+    # still exist): nothing to validate here.
+    Channel.INAPP.value: str,
 }
 
 
@@ -103,6 +106,7 @@ class Dispatcher:
             Status.SENT,
             provider=receipt.provider,
             provider_message_id=receipt.provider_message_id,
+            inbox=receipt.item,
         )
 
     def timed_out(self, message: Message, after: float) -> Completion:
@@ -143,20 +147,19 @@ class Dispatcher:
             "recipient": message.recipient,
             "message_id": message.id,
         }
+        locale = message.locale
+        person = message.person
+        if person is not None:
+            context["person"] = person
+            locale = _person_locale(message, person)
         rendered = self.renderer.render(
             channel=message.channel,
             template=message.template,
             context=context,
-            locale=message.locale,
+            locale=locale,
         )
         if headers:
-            rendered = Rendered(
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-                sms=rendered.sms,
-                headers={**rendered.headers, **headers},
-            )
+            rendered = rendered._replace(headers={**rendered.headers, **headers})
         return rendered
 
     def _failed(self, message: Message, provider: str, exc: errors.OutboxError) -> Completion:
@@ -185,6 +188,22 @@ class Dispatcher:
             message.id, message.attempts, verdict.status, error=verdict.error, provider=provider,
             retry_delay=verdict.retry_delay, refund=verdict.refund,
         )  # fmt: skip
+
+
+def _person_locale(message: Message, person: Mapping[str, Any]) -> str | None:
+    """The locale of a person's message: its own (notify copies the person's), else the
+    person's current one. Either came from the person's profile, which nothing checks for
+    spelling: one that cannot name a template variant means the plain parts, not a
+    failure of every message to that person."""
+    locale = message.locale or person.get("locale")
+    if locale is not None and not valid_locale(locale):
+        logger.warning(
+            "locale %r of person %r is not a locale: using the plain template parts",
+            locale, message.recipient_key,
+            extra={"action": "render", "message_id": message.id},
+        )  # fmt: skip
+        return None
+    return locale
 
 
 class _Finished(Exception):

@@ -1,4 +1,7 @@
-"""Template rendering per the contract: ``<dir>/<name>/{subject,text,html,sms}.j2``.
+"""Template rendering per the contract: ``<dir>/<name>/{subject,text,html,sms,inapp}.j2``.
+
+In-app items take their title from ``subject.j2`` and their body (plain text) from
+``inapp.j2``; a template without ``inapp.j2`` gives title-only items.
 
 A locale variant ``<part>.<locale>.j2`` wins over the plain part (``fr-CA`` falls back to
 ``fr``, then to the plain part). HTML parts and layouts are autoescaped, other parts are
@@ -28,7 +31,12 @@ from outbox.models import Rendered
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-_PARTS = {"email": (("subject", True), ("text", True), ("html", False)), "sms": (("sms", True),)}
+#: Each channel's parts, and whether the part is required.
+_PARTS = {
+    "email": (("subject", True), ("text", True), ("html", False)),
+    "sms": (("sms", True),),
+    "inapp": (("subject", True), ("inapp", False)),
+}
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
@@ -50,6 +58,11 @@ def _one_line(template: str, subject: str) -> str:
 def _tidy_text(text: str) -> str:
     """Strip the ends and trailing spaces of lines; line breaks become \n."""
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def valid_locale(locale: str) -> bool:
+    """Whether ``locale`` is spelled like a locale (``fr``, ``pt-BR``, ``zh_Hant_TW``)."""
+    return _LOCALE.fullmatch(locale) is not None
 
 
 def locale_candidates(locale: str | None) -> list[str]:
@@ -138,6 +151,11 @@ class Renderer:
             out[part] = None if compiled is None else self._run(template, part, compiled, variables)
         if channel == "sms":
             return Rendered(sms=(out["sms"] or "").strip())
+        if channel == "inapp":
+            return Rendered(
+                subject=_one_line(template, out["subject"] or ""),
+                inapp=_tidy_text(out["inapp"] or ""),
+            )
         return Rendered(
             subject=_one_line(template, out["subject"] or ""),
             text=_tidy_text(out["text"] or ""),

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
-from daemon.http import health, unsubscribe, webhooks
+from daemon.http import health, preferences, unsubscribe, webhooks
 from daemon.http.state import ServiceState
+from daemon.people.profiles import PeopleStore
 from daemon.settings import ENV_PREFIX
 from outbox import errors
 
@@ -39,6 +40,12 @@ def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Applicat
         transient_bounce_limit=settings.feedback.transient_bounce_limit,
     )
     unsubscribe.setup(app, keys=state.signing_keys, store=feedback)
+    preferences.setup(
+        app,
+        keys=state.signing_keys,
+        store=PeopleStore(state.store.pool),
+        categories=settings.people.categories,
+    )
     return app
 
 

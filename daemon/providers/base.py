@@ -17,7 +17,7 @@ from outbox.models import Message, Receipt, Rendered
 class Provider(Protocol):
     #: Short name stored in ``outbox.message.provider`` ("smtp", "ses", ...).
     name: str
-    #: "email" or "sms".
+    #: "email", "sms" or "inapp".
     channel: str
 
     async def open(self) -> None:

@@ -150,6 +150,36 @@ class FeedbackSettings(_Section):
         return value
 
 
+class PeopleSettings(_Section):
+    hourly_cap: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Most non-transactional, non-urgent notifications one person gets per hour; "
+            "the excess is deferred to the next hour with room. Unset: no cap. Written to "
+            "outbox.people_setting at start-up, so every outbox.notify() sees it."
+        ),
+    )
+    categories: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Categories a person's preference page always shows, comma-separated, besides "
+            "those the person has switches for and the one of the message they came from."
+        ),
+    )
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, tuple | list) and any(
+            c in ("*", "transactional") or len(c) > 100 for c in value
+        ):
+            raise ValueError("must be category names (not '*' or 'transactional')")
+        return value
+
+
 class WorkerSettings(_Section):
     concurrency: int = Field(
         256,

@@ -16,6 +16,7 @@ from daemon.settings.sections import (
     FeedbackSettings,
     FileSettings,
     HttpSettings,
+    PeopleSettings,
     SesSettings,
     SmsSettings,
     SmtpSettings,
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     worker: WorkerSettings = WorkerSettings()
+    people: PeopleSettings = PeopleSettings()
 
     @field_validator("secret_key", mode="before")
     @classmethod
@@ -104,6 +106,8 @@ class Settings(BaseSettings):
 
     def send_timeout(self, channel: str) -> float:
         """Seconds one send through ``channel``'s provider may take."""
+        if channel == "inapp":  # rendered and handed to the result write: no I/O
+            return LOCAL_SEND_TIMEOUT
         provider = self.email.provider if channel == "email" else self.sms.provider
         if provider == "smtp":
             return self.smtp.timeout

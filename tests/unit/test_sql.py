@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.feedback import store as feedback_store
+from daemon.people import profiles as people_profiles
 from outbox import migrations, sql, store
 
 
@@ -12,7 +13,7 @@ def test_every_query_the_store_uses_exists() -> None:
 
 
 def test_every_query_is_used_by_a_store() -> None:
-    used = (*store.QUERY_NAMES, *feedback_store.QUERY_NAMES)
+    used = (*store.QUERY_NAMES, *feedback_store.QUERY_NAMES, *people_profiles.QUERY_NAMES)
     assert sorted(sql.queries()) == sorted(used)
     assert all(name in sql.queries() for name in feedback_store.QUERY_NAMES)
 
