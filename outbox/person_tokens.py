@@ -15,7 +15,6 @@ inbox's ``v1`` subscriber tokens: neither verifies as the other.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import time
@@ -54,7 +53,8 @@ def _unb64(text: str) -> bytes:
 
 
 def _sign(key: bytes, signed: str) -> bytes:
-    return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()[:_SIG_BYTES]
+    # hmac.digest: OpenSSL's one-shot HMAC, a third of hmac.new(...).digest()'s cost.
+    return hmac.digest(key, signed.encode("ascii"), "sha256")[:_SIG_BYTES]
 
 
 def make_preference_token(

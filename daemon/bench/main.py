@@ -6,7 +6,10 @@ server) and drops it afterwards. Phases:
 1. floor - claim + batched completion only (no rendering, no sending): the SQL limit;
 2. drain - a backlog of N messages rendered from a real template (html + text) and sent
    through the chosen provider by the real daemon;
-3. latency - messages enqueued one per transaction at a fixed offered rate while the
+3. notify - a three-channel ``outbox.notify`` timed against the three ``outbox.enqueue``
+   calls it stands for, then a second drain of N rows of which ``--notify-share`` come
+   from notify (email and in-app rows of people), as a ratio to the plain drain;
+4. latency - messages enqueued one per transaction at a fixed offered rate while the
    daemon runs; enqueue-to-sent percentiles from the database's own clock.
 """
 
@@ -17,12 +20,13 @@ import asyncio
 import contextlib
 import json
 import resource
+import statistics
 from typing import Any
 
 import asyncpg
 
 from daemon import db
-from daemon.bench import phases, support
+from daemon.bench import people, phases, support
 from daemon.settings import Settings
 from outbox import errors, migrations
 
@@ -58,6 +62,24 @@ def format_result(result: dict[str, Any]) -> str:
         line("bare aioboto3 send_email loop", f"{bare:,.0f} calls/s")
         if drain:
             line("outboxd / bare aioboto3", f"{drain['rate'] / bare:.1%}")
+    if "notify_cost" in result:
+        cost = result["notify_cost"]
+        line(
+            "three-channel notify / 3 enqueue calls",
+            f"{cost['ratio']:.2f}x",
+        )
+        lines[-1] += f"   ({cost['notify_us']:,.0f} us against {cost['enqueue3_us']:,.0f} us"
+        if "postgres_cpu_ratio" in cost:
+            lines[-1] += f"; postgres CPU {cost['postgres_cpu_ratio']:.2f}x"
+        lines[-1] += ")"
+    mixed = result.get("drain_notify")
+    if mixed:
+        share, pairs = result["notify_share"], len(mixed["ratios"])
+        line("end to end, plain backlog (median)", f"{mixed['plain_rate']:,.0f} messages/s",
+             mixed["plain"])  # fmt: skip
+        line(f"end to end, {share:.0%} of rows from notify (median)",
+             f"{mixed['rate']:,.0f} messages/s", mixed)  # fmt: skip
+        line(f"notify backlog / plain backlog, median of {pairs} pairs", f"{mixed['ratio']:.1%}")
     if "celery" in result:
         celery = result["celery"]
         line("Celery + Redis worker, same backlog", f"{celery['rate']:,.0f} messages/s", celery)
@@ -103,11 +125,12 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
                 result["floor"] = await phases.floor(dsn, args.messages)
             if "drain" not in args.skip:
                 await phases.fill_due(dsn, args.messages)
-                if args.processes > 1:
-                    result["drain"] = await phases.drain_processes(dsn, args, port)
-                else:
-                    result["drain"] = await phases.drain(dsn, daemon_settings, args.messages)
-                result["drain"]["processes"] = args.processes
+                result["drain"] = await _drain(dsn, args, daemon_settings, port)
+            if "notify" not in args.skip:
+                result["notify_cost"] = await people.notify_cost(dsn, args.notify_calls)
+                if args.notify_share:
+                    result["notify_share"] = args.notify_share
+                    result["drain_notify"] = await _mixed_drains(dsn, args, daemon_settings, port)
             if args.compare == "celery":
                 from daemon.bench import celery_peer as bench_celery
 
@@ -123,3 +146,40 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
                 )
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+async def _drain(
+    dsn: str, args: argparse.Namespace, settings: Settings, port: int | None
+) -> dict[str, Any]:
+    if args.processes > 1:
+        result = await phases.drain_processes(dsn, args, port)
+    else:
+        result = await phases.drain(dsn, settings, args.messages)
+    result["processes"] = args.processes
+    return result
+
+
+async def _mixed_drains(
+    dsn: str, args: argparse.Namespace, settings: Settings, port: int | None
+) -> dict[str, Any]:
+    """Drains of a plain backlog and of one with ``--notify-share`` of its rows from
+    notify, alternating ``--notify-rounds`` times: on a shared machine the load changes
+    from one drain to the next, and a pair measured back to back sees much the same."""
+    plain, mixed, ratios = [], [], []
+    for _ in range(args.notify_rounds):
+        await phases.fill_due(dsn, args.messages)
+        plain.append(await _drain(dsn, args, settings, port))
+        backlog = await people.fill_mixed(dsn, args.messages, args.notify_share)
+        mixed.append(await _drain(dsn, args, settings, port))
+        ratios.append(mixed[-1]["rate"] / plain[-1]["rate"])
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    return {
+        **backlog,
+        "rate": statistics.median(m["rate"] for m in mixed),
+        "plain_rate": statistics.median(p["rate"] for p in plain),
+        "ratio": statistics.median(ratios),
+        "ratios": [round(r, 3) for r in ratios],
+        # CPU of the median pair.
+        "cpu_us": mixed[middle]["cpu_us"],
+        "plain": {"cpu_us": plain[middle]["cpu_us"]},
+    }

@@ -44,10 +44,28 @@ def register(commands: Any) -> None:
         help="also keep this many scheduled (not yet due) rows in the table",
     )
     parser.add_argument(
+        "--notify-share",
+        type=_share,
+        default=0.3,
+        help="notify phase: share of the second backlog's rows made by outbox.notify (0.3)",
+    )
+    parser.add_argument(
+        "--notify-calls",
+        type=positive_int,
+        default=2000,
+        help="notify phase: three-channel notify calls timed against three enqueue calls (2,000)",
+    )
+    parser.add_argument(
+        "--notify-rounds",
+        type=positive_int,
+        default=3,
+        help="notify phase: pairs of drains (plain, then with notify rows) to take the median of",
+    )
+    parser.add_argument(
         "--skip",
         action="append",
         default=[],
-        choices=("floor", "drain", "latency"),
+        choices=("floor", "drain", "notify", "latency"),
         help="leave out a phase (repeatable)",
     )
     parser.add_argument(
@@ -60,6 +78,13 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, got {text}")
+    return value
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
