@@ -96,17 +96,30 @@ class Store:
         return [Message.from_record(row) for row in rows]
 
     async def complete_many(self, completions: Sequence[Completion], worker: str) -> int:
-        """Write results in one statement (two when in-app items are among them); returns
-        how many rows still held our lease."""
+        """Write results in one statement; returns how many rows still held our lease.
+
+        In-app deliveries (results carrying an inbox item) take a statement of their own;
+        with other results beside them, both run in one transaction, so that a failed
+        write leaves nothing half written for the retry to trip over.
+        """
         if not completions:
             return 0
         items = [c for c in completions if c.inbox is not None]
-        written = 0
-        if items:
-            written = await self._complete_inbox(items, worker)
-            if len(items) == len(completions):
-                return written
-            completions = [c for c in completions if c.inbox is None]
+        if not items:
+            async with _translated("complete"):
+                return await self._complete(self.pool, completions, worker)
+        if len(items) == len(completions):
+            async with _translated("complete in-app"):
+                return await self._complete_inbox(self.pool, items, worker)
+        others = [c for c in completions if c.inbox is None]
+        async with _translated("complete"), self.pool.acquire() as conn, conn.transaction():
+            written = await self._complete_inbox(conn, items, worker)
+            return written + await self._complete(conn, others, worker)
+
+    @staticmethod
+    async def _complete(
+        db: asyncpg.Pool | asyncpg.Connection, completions: Sequence[Completion], worker: str
+    ) -> int:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         ids, attempts, statuses, errs, providers, provider_ids, delays, refunds = columns
         for c in completions:
@@ -118,11 +131,13 @@ class Store:
             provider_ids.append(c.provider_message_id)
             delays.append(c.retry_delay)
             refunds.append(1 if c.refund else 0)
-        async with _translated("complete"):
-            result = await self.pool.execute(sql.get("complete_many"), *columns, worker)
-        return written + int(result.rsplit(" ", 1)[-1])
+        result = await db.execute(sql.get("complete_many"), *columns, worker)
+        return int(result.rsplit(" ", 1)[-1])
 
-    async def _complete_inbox(self, completions: Sequence[Completion], worker: str) -> int:
+    @staticmethod
+    async def _complete_inbox(
+        db: asyncpg.Pool | asyncpg.Connection, completions: Sequence[Completion], worker: str
+    ) -> int:
         """In-app deliveries: their items and their 'sent' in one statement."""
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         ids, attempts, keys, notifications, categories, priorities = columns[:6]
@@ -140,10 +155,7 @@ class Store:
             bodies.append(item.body)
             urls.append(item.url)
             data.append(item.data)
-        async with _translated("complete in-app"):
-            row = await self.pool.fetchrow(
-                sql.get("complete_inbox"), ids, attempts, worker, *columns[2:]
-            )
+        row = await db.fetchrow(sql.get("complete_inbox"), ids, attempts, worker, *columns[2:])
         assert row is not None
         return int(row["written"])
 

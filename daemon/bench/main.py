@@ -80,6 +80,7 @@ def format_result(result: dict[str, Any]) -> str:
         line(f"end to end, {share:.0%} of rows from notify (median)",
              f"{mixed['rate']:,.0f} messages/s", mixed)  # fmt: skip
         line(f"notify backlog / plain backlog, median of {pairs} pairs", f"{mixed['ratio']:.1%}")
+        line("  its outboxd CPU per message / the plain one's", f"{mixed['cpu_ratio']:.2f}x")
     if "celery" in result:
         celery = result["celery"]
         line("Celery + Redis worker, same backlog", f"{celery['rate']:,.0f} messages/s", celery)
@@ -165,13 +166,15 @@ async def _mixed_drains(
     """Drains of a plain backlog and of one with ``--notify-share`` of its rows from
     notify, alternating ``--notify-rounds`` times: on a shared machine the load changes
     from one drain to the next, and a pair measured back to back sees much the same."""
-    plain, mixed, ratios = [], [], []
+    plain, mixed, ratios, cpu_ratios = [], [], [], []
     for _ in range(args.notify_rounds):
         await phases.fill_due(dsn, args.messages)
         plain.append(await _drain(dsn, args, settings, port))
         backlog = await people.fill_mixed(dsn, args.messages, args.notify_share)
         mixed.append(await _drain(dsn, args, settings, port))
         ratios.append(mixed[-1]["rate"] / plain[-1]["rate"])
+        side = next(iter(plain[-1]["cpu_us"]))  # outboxd, or whatever ran the drain
+        cpu_ratios.append(mixed[-1]["cpu_us"][side] / max(plain[-1]["cpu_us"][side], 0.1))
     middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
     return {
         **backlog,
@@ -179,6 +182,8 @@ async def _mixed_drains(
         "plain_rate": statistics.median(p["rate"] for p in plain),
         "ratio": statistics.median(ratios),
         "ratios": [round(r, 3) for r in ratios],
+        # The CPU outboxd spends per message moves less with the machine's load than rates.
+        "cpu_ratio": statistics.median(cpu_ratios),
         # CPU of the median pair.
         "cpu_us": mixed[middle]["cpu_us"],
         "plain": {"cpu_us": plain[middle]["cpu_us"]},

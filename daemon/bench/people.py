@@ -16,9 +16,8 @@ from daemon.bench import phases, support
 
 #: People the bench notifies, round robin: each has an email address and a phone number.
 PEOPLE = 1000
-#: Category of the bench's notifications: not transactional, so every rule of the people
-#: layer runs (the person's switches at notify and at claim, quiet hours, the hourly cap
-#: setting), though none of them holds a row back.
+#: Category of the timed notify calls: not transactional, so every rule of notify runs
+#: (the person's switches, quiet hours, the hourly cap setting), though none holds a row.
 CATEGORY = "reminders"
 
 _PEOPLE = """
@@ -50,10 +49,13 @@ _ENQUEUE_3 = "SELECT " + ", ".join(
         ("email", "'q' || $1::integer || '@example.com'"),
     )
 )
-#: Priority 1: each notify makes an email and an in-app row.
+#: Priority 1: each notify makes an email and an in-app row. The category is notify's
+#: default, as the plain backlog's rows have enqueue's: the two backlogs differ only in
+#: where their rows come from. (A non-transactional category adds, for either, an
+#: unsubscribe link and headers, and for a person's row one probe of their switches.)
 _FILL_NOTIFY = f"""
 SELECT count(outbox.notify(recipient_key => 'bench' || (g % {PEOPLE}), template => 'welcome',
-                           category => '{CATEGORY}', context => {_CONTEXT.format(n="g")}))
+                           context => {_CONTEXT.format(n="g")}))
   FROM generate_series(1, $1) AS g
 """
 

@@ -58,7 +58,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--notify-rounds",
         type=positive_int,
-        default=3,
+        default=5,
         help="notify phase: pairs of drains (plain, then with notify rows) to take the median of",
     )
     parser.add_argument(

@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 
 from outbox import enqueue, notify, upsert_recipient
 from outbox.models import Status
@@ -343,3 +344,29 @@ async def test_an_inbox_result_is_written_only_under_the_lease(pool: asyncpg.Poo
     assert await inbox(pool) == []
     assert await store.complete_many([result], "w1") == 1
     assert [(i["title"], i["body"]) for i in await inbox(pool)] == [("T", "B")]
+
+
+async def test_a_failed_mixed_batch_leaves_nothing_half_written(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await add_person(conn)
+        await notify(conn, recipient_key="u1", template="booking/reminder", context=BOOKING)
+    store = Store(pool)
+    [item_message] = await store.claim("inapp", 10, "w1", 60)
+    [email_message] = await store.claim("email", 10, "w1", 60)
+    from daemon.providers.inapp import InappProvider
+    from outbox import errors
+    from outbox.models import Rendered
+
+    receipt = await InappProvider().send(item_message, Rendered(subject="T"))
+    item = Completion(item_message.id, item_message.attempts, Status.SENT, inbox=receipt.item)
+    unwritable = Completion(email_message.id, email_message.attempts, Status.FAILED,
+                            error="NUL \x00 is not text to PostgreSQL")  # fmt: skip
+    with pytest.raises(errors.DatabaseError):
+        await store.complete_many([item, unwritable], "w1")
+    assert await inbox(pool) == []  # the item's write went back with the batch
+    assert {r["status"] for r in await pool.fetch("SELECT status FROM outbox.message")} == {
+        "sending"
+    }
+    fixed = unwritable._replace(error="NUL is not text to PostgreSQL")
+    assert await store.complete_many([item, fixed], "w1") == 2
+    assert len(await inbox(pool)) == 1
