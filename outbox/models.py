@@ -105,13 +105,12 @@ class Message(NamedTuple):
     #: The ``outbox.notification`` that made the row, else None.
     notification_id: int | None = None
     #: What templates see as ``person`` (key, locale, timezone, attrs), for rows of a
-    #: person who still exists; None for address-level rows.
+    #: person who still exists; None for address-level rows. Set by the store's claim.
     person: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Message:
         """From a row of the claim query."""
-        person = record.get("person")
         return cls(
             id=record["id"],
             channel=record["channel"],
@@ -130,7 +129,6 @@ class Message(NamedTuple):
             not_before=record.get("not_before"),
             recipient_key=record.get("recipient_key"),
             notification_id=record.get("notification_id"),
-            person=None if person is None else _json_object(person),
         )
 
     @property

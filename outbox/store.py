@@ -6,6 +6,7 @@ Driver errors are translated at this boundary into :class:`outbox.errors.Databas
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -93,7 +94,35 @@ class Store:
                 [p[0] if p else None for p in positions],
                 [p[1] if p else None for p in positions],
             )
-        return [Message.from_record(row) for row in rows]
+        messages = [Message.from_record(row) for row in rows]
+        if any(m.recipient_key is not None for m in messages):
+            # Should this fail, the rows stay leased until the reaper returns them.
+            return await self._with_people(messages)
+        return messages
+
+    async def _with_people(self, messages: list[Message]) -> list[Message]:
+        """The claimed rows of people with their person, and suppressed when the person
+        is gone or has switched the row's channel off for its category since notify."""
+        rows = [m for m in messages if m.recipient_key is not None]
+        async with _translated("claim people"):
+            found = await self.pool.fetch(
+                sql.get("claim_people"),
+                [m.recipient_key for m in rows],
+                [m.channel for m in rows],
+                [m.category for m in rows],
+            )
+        people = {}
+        for message, record in zip(rows, found, strict=True):
+            person = record["person"]
+            reason = message.suppressed_reason
+            if reason is None and person is None:
+                reason = f"person {message.recipient_key!r} is no longer in outbox.recipient"
+            elif reason is None and record["switched_off"]:
+                reason = f"person opted out of {message.channel} for category {message.category!r}"
+            people[message.id] = message._replace(
+                person=None if person is None else json.loads(person), suppressed_reason=reason
+            )
+        return [people.get(m.id, m) for m in messages]
 
     async def complete_many(self, completions: Sequence[Completion], worker: str) -> int:
         """Write results in one statement; returns how many rows still held our lease.
@@ -284,6 +313,7 @@ class Store:
 #: Every query name the store uses; a unit test checks each exists in queries.sql.
 QUERY_NAMES = (
     "claim_batch",
+    "claim_people",
     "complete_many",
     "complete_inbox",
     "next_due",
