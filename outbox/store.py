@@ -97,10 +97,10 @@ class Store:
         messages = [Message.from_record(row) for row in rows]
         if any(m.recipient_key is not None for m in messages):
             # Should this fail, the rows stay leased until the reaper returns them.
-            return await self._with_people(messages)
+            return await self.with_people(messages)
         return messages
 
-    async def _with_people(self, messages: list[Message]) -> list[Message]:
+    async def with_people(self, messages: list[Message]) -> list[Message]:
         """The claimed rows of people with their person, and suppressed when the person
         is gone or has switched the row's channel off for its category since notify."""
         rows = [m for m in messages if m.recipient_key is not None]

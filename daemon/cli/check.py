@@ -119,16 +119,22 @@ async def _render_sample(store: Store, renderer: Renderer, row: Any) -> str:
     from outbox.models import Message
 
     message = Message.from_record({**dict(sample), "suppressed_reason": None})
+    context = {
+        **message.context,
+        "recipient": message.recipient,
+        "message_id": message.id,
+        "unsubscribe_url": "https://example.invalid/unsubscribe",
+    }
+    if message.recipient_key is not None:  # a person's row: templates see the person
+        [message] = await store.with_people([message])
+        if message.person is None:
+            return f"not rendered: {message.suppressed_reason}"
+        context.update(person=message.person, preferences_url="https://example.invalid/p")
     renderer.render(
         channel=message.channel,
         template=message.template,
-        context={
-            **message.context,
-            "recipient": message.recipient,
-            "message_id": message.id,
-            "unsubscribe_url": "https://example.invalid/unsubscribe",
-        },
-        locale=message.locale,
+        context=context,
+        locale=message.locale or (message.person or {}).get("locale"),
     )
     return f"renders (checked with message {message.id})"
 

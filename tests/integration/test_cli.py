@@ -277,3 +277,30 @@ def test_check_refuses_bad_settings_in_one_line(
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith(f"outboxd: {expected}")
+
+
+async def test_check_renders_a_persons_rows_with_the_person(
+    database_url: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    from outbox import notify, upsert_recipient
+
+    templates = tmp_path / "templates" / "hello"
+    templates.mkdir(parents=True)
+    (templates / "subject.j2").write_text("Hi {{ person.attrs.first_name }}")
+    (templates / "inapp.j2").write_text("{{ person.key }}")
+    async with pool.acquire() as conn:
+        await upsert_recipient(conn, "u1", attrs={"first_name": "Ann"})
+        await notify(conn, recipient_key="u1", template="hello", channels=["inapp"])
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=database_url,
+               OUTBOXD_TEMPLATES_DIR=str(tmp_path / "templates"))  # fmt: skip
+    result = outboxd(env, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "template 'hello' (inapp, 1 pending)" in result.stdout
+
+
+def test_render_prints_an_inapp_item(tmp_path: Path) -> None:
+    context = '{"name": "Ann", "login_url": "https://x.example"}'
+    result = outboxd(_env(tmp_path), "render", "welcome", "--context", context,
+                     "--channel", "inapp")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Title: Welcome to outboxd, Ann!\n\nYour outboxd account")
