@@ -370,3 +370,25 @@ async def test_a_failed_mixed_batch_leaves_nothing_half_written(pool: asyncpg.Po
     fixed = unwritable._replace(error="NUL is not text to PostgreSQL")
     assert await store.complete_many([item, fixed], "w1") == 2
     assert len(await inbox(pool)) == 1
+
+
+async def test_a_claim_of_address_level_rows_looks_up_no_people(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pool.acquire() as conn:
+        await enqueue(conn, channel="email", recipient="ann@example.com", template="welcome")
+        await add_person(conn)
+        await notify(conn, recipient_key="u1", template="welcome", channels=["email"])
+    store = Store(pool)
+    looked_up: list[list[int]] = []
+    with_people = store.with_people
+
+    async def spy(messages: list[Any]) -> list[Any]:
+        looked_up.append([m.id for m in messages])
+        return await with_people(messages)
+
+    monkeypatch.setattr(store, "with_people", spy)
+    [plain] = await store.claim("email", 1, "w1", 60)  # the enqueue row comes first
+    assert (plain.recipient_key, plain.person, looked_up) == (None, None, [])
+    [personal] = await store.claim("email", 1, "w1", 60)
+    assert looked_up == [[personal.id]] and personal.person is not None
