@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,9 +141,14 @@ def _wait_for_line(path: Path, starts: str, proc: subprocess.Popen[str], within:
 
 
 @pytest.mark.slow
-def test_run_with_no_configuration_says_where_to_connect_and_where_files_go(
-    tmp_path: Path,
-) -> None:
+def test_run_with_no_configuration_says_where_to_connect_and_where_files_go() -> None:
+    # Not under pytest's basetemp: the embedded server runs as another user, and another
+    # pytest session starting meanwhile makes /tmp/pytest-of-<user> private again.
+    with tempfile.TemporaryDirectory(prefix="outboxd-embedded-run-") as directory:
+        _run_on_the_embedded_default(Path(directory))
+
+
+def _run_on_the_embedded_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
     env["OUTBOXD_HTTP__PORT"] = str(free_port())
     workdir = tmp_path / "app"

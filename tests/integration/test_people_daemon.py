@@ -308,11 +308,14 @@ async def test_the_hourly_cap_setting_is_what_notify_applies(
 ) -> None:
     await drain(make_settings(database_url, tmp_path, people={"hourly_cap": 2}), database_url)
     assert await pool.fetchval("SELECT person_hourly_cap FROM outbox.people_setting") == 2
+    # All three due in one hour (the current one), whenever the test runs.
+    hour = await pool.fetchval("SELECT date_trunc('hour', now())")
     async with pool.acquire() as conn:
         await add_person(conn)
         ids = [
             await notify(conn, recipient_key="u1", template="booking/reminder",
-                         category="reminders", channels=["inapp"], context=BOOKING)
+                         category="reminders", channels=["inapp"], context=BOOKING,
+                         not_before=hour)
             for _ in range(3)
         ]  # fmt: skip
     reasons = [(await rows_of(pool, nid))["inapp"]["deferred_reason"] for nid in ids]

@@ -38,11 +38,19 @@ VENV_BIN = Path(sys.executable).parent
 _FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.M | re.S)
 
 
+#: README sections whose examples a test of their own runs (it needs fixtures of its own).
+DEDICATED_SECTIONS = {
+    "Notify people": "tests/integration/test_readme_people.py",
+}
+
+
 @dataclass(frozen=True)
 class Block:
     lang: str
     body: str
     line: int
+    #: The ``## `` heading the block stands under.
+    section: str
 
     def __str__(self) -> str:
         return f"README.md:{self.line} ({self.lang or 'plain'})"
@@ -50,14 +58,22 @@ class Block:
 
 def _blocks() -> list[Block]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
+    headings = [(m.start(), m[1]) for m in re.finditer(r"^## (.+)$", text, re.M)]
     return [
-        Block(m["lang"], m["body"], text.count("\n", 0, m.start()) + 1)
+        Block(
+            m["lang"],
+            m["body"],
+            text.count("\n", 0, m.start()) + 1,
+            next((title for at, title in reversed(headings) if at < m.start()), ""),
+        )
         for m in _FENCE.finditer(text)
     ]
 
 
 def _kind(block: Block) -> str:
     """Which runner a block needs; a block none of them knows fails the test below."""
+    if block.section in DEDICATED_SECTIONS:
+        return "dedicated"
     if block.lang == "sh":
         return "setup" if block.body.startswith("python3 -m venv") else "commands"
     if block.lang == "sql":
@@ -85,6 +101,8 @@ def _of(kind: str) -> list[Any]:
 
 def test_every_block_has_a_runner_and_the_set_up_is_two_commands() -> None:
     assert [str(b) for b in BLOCKS if _kind(b) == "unknown"] == []
+    for test_file in DEDICATED_SECTIONS.values():
+        assert (ROOT / test_file).is_file(), test_file
     kinds = [_kind(b) for b in BLOCKS]
     for kind in ("sql", "asyncpg", "psycopg", "django", "sqlalchemy", "commands"):
         assert kind in kinds, kind
