@@ -29,6 +29,7 @@ from daemon.delivery.render import Renderer
 from daemon.delivery.wakeup import WakeupListener
 from daemon.http import app as http_app
 from daemon.http.state import ServiceState
+from daemon.people import loops as people_loops
 from daemon.people.profiles import PeopleStore
 from daemon.providers.base import Provider
 from daemon.providers.inapp import InappProvider
@@ -233,6 +234,8 @@ class Daemon:
                     group.create_task(reaper.run(), name="reaper")
                     group.create_task(listener.run(), name="listener")
                     group.create_task(self._watchdog(), name="watchdog")
+                    for name, loop in people_loops.build(pool, settings).items():
+                        group.create_task(loop(self.stopping), name=name)
                     lane_tasks = [
                         group.create_task(lane.run(until_empty=until_empty), name=f"lane-{name}")
                         for name, lane in self.lanes.items()

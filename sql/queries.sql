@@ -219,7 +219,7 @@ WITH doomed AS (
     SELECT id
       FROM outbox.message
      WHERE status IN ('sent', 'delivered', 'bounced', 'complained', 'failed',
-                      'suppressed', 'expired', 'cancelled')
+                      'suppressed', 'expired', 'cancelled', 'digested')
        AND updated_at < now() - make_interval(secs => $1)
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -464,3 +464,162 @@ SELECT r.key, u.channel, u.category, u.enabled
 ON CONFLICT (recipient_key, channel, category) DO UPDATE
    SET enabled = EXCLUDED.enabled, updated_at = now()
  WHERE p.enabled IS DISTINCT FROM EXCLUDED.enabled
+
+-- digest_due_groups(limit, as_of) --
+-- Digest groups (recipient_key, channel, digest_key) whose window has closed: their
+-- earliest batched row is due (a batched row's not_before is when its group's window
+-- closes if it is the first item). Oldest first. `as_of` NULL means now().
+SELECT recipient_key, channel, digest_key
+  FROM outbox.message
+ WHERE status = 'batched' AND not_before <= coalesce($2::timestamptz, now())
+ GROUP BY recipient_key, channel, digest_key
+ ORDER BY min(not_before)
+ LIMIT $1
+
+-- digest_next_due() --
+-- Seconds until the earliest batched row's window closes (negative when overdue; NULL
+-- when nothing waits): one probe of the batched rows' index.
+SELECT extract(epoch FROM min(not_before) - now())::float8
+  FROM outbox.message
+ WHERE status = 'batched'
+
+-- digest_flush(recipient_keys, channels, digest_keys, digest_channels, digest_templates, as_of) --
+-- Folds the given groups into one pending digest message each, in one statement (one
+-- transaction): exactly once, even with several daemons and a crash midway. A group is
+-- taken by one flusher only (a transaction-scoped advisory lock per group; the others skip
+-- it), its rows are locked (rows another transaction is cancelling are skipped), and it is
+-- folded only if its window has still closed, so a group that another daemon flushed
+-- meanwhile, whose rows are now newer items, waits. Cancelled items are not batched and
+-- so never counted; expired ones are marked expired; a group with nothing left sends
+-- nothing. The digest keeps the items' person, channel, category (the first item's),
+-- priority (the highest), tags (the first item's), and address and locale (the latest);
+-- it is rendered with <template>/digest when every item has that template and
+-- (channel, template) is in the given pairs, else with `digest`; its context is
+-- {"items": [each item's context + created_at (UTC ISO 8601)], "count": n} in order.
+-- Quiet hours and do-not-disturb hold it like any other non-urgent email or SMS.
+WITH claimed AS MATERIALIZED (
+    SELECT g.recipient_key, g.channel, g.digest_key
+      FROM unnest($1::text[], $2::text[], $3::text[]) AS g(recipient_key, channel, digest_key)
+     WHERE pg_try_advisory_xact_lock(
+               hashtext('outbox.digest'),
+               hashtext(concat_ws(chr(31), g.recipient_key, g.channel, g.digest_key)))
+), items AS MATERIALIZED (
+    SELECT m.id, m.recipient_key, m.channel, m.digest_key, m.recipient, m.template, m.context,
+           m.category, m.priority, m.locale, m.tags, m.created_at, m.not_before,
+           coalesce(m.expires_at <= now(), false) AS expired
+      FROM claimed g
+      JOIN outbox.message m
+        ON m.recipient_key = g.recipient_key AND m.channel = g.channel
+       AND m.digest_key = g.digest_key AND m.status = 'batched'
+       FOR UPDATE OF m SKIP LOCKED
+), due AS MATERIALIZED (
+    SELECT i.*
+      FROM items i
+     WHERE (i.recipient_key, i.channel, i.digest_key) IN (
+               SELECT recipient_key, channel, digest_key
+                 FROM items
+                GROUP BY recipient_key, channel, digest_key
+               HAVING min(not_before) <= coalesce($6::timestamptz, now()))
+), summary AS (
+    SELECT d.recipient_key, d.channel, d.digest_key,
+           (array_agg(d.recipient ORDER BY d.created_at, d.id))[count(*)::integer] AS recipient,
+           (array_agg(d.locale ORDER BY d.created_at, d.id))[count(*)::integer] AS locale,
+           (array_agg(d.category ORDER BY d.created_at, d.id))[1] AS category,
+           (array_agg(d.tags ORDER BY d.created_at, d.id))[1] AS tags,
+           max(d.priority) AS priority,
+           min(d.template) AS template,
+           min(d.template) = max(d.template) AS one_template,
+           min(d.id) AS first_id,
+           jsonb_build_object(
+               'items', jsonb_agg(
+                   d.context || jsonb_build_object('created_at', to_char(
+                       d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                   ORDER BY d.created_at, d.id),
+               'count', count(*)) AS context
+      FROM due d
+     WHERE NOT d.expired
+     GROUP BY d.recipient_key, d.channel, d.digest_key
+), made AS (
+    INSERT INTO outbox.message
+        (channel, recipient, template, context, category, priority, locale, not_before, tags,
+         status, recipient_key, original_not_before, deferred_reason, digest_key,
+         idempotency_key)
+    SELECT s.channel, s.recipient,
+           CASE WHEN s.one_template AND EXISTS (
+                    SELECT 1 FROM unnest($4::text[], $5::text[]) AS t(channel, template)
+                     WHERE t.channel = s.channel AND t.template = s.template)
+                THEN s.template || '/digest' ELSE 'digest' END,
+           s.context, s.category, s.priority, s.locale, coalesce(h.release_at, now()), s.tags,
+           'pending', s.recipient_key,
+           -- Held like notify()'s rows (never transactional or urgent: such are not batched).
+           CASE WHEN s.channel <> 'inapp' THEN now() END,
+           h.reason, s.digest_key,
+           -- A second digest of the same first item would be a bug: refuse it loudly.
+           'outboxd:digest:' || s.first_id
+      FROM summary s
+      LEFT JOIN outbox.recipient r ON r.key = s.recipient_key
+      LEFT JOIN LATERAL (
+            SELECT q.release_at, q.reason
+              FROM outbox.quiet_hold(now(), r.timezone, r.quiet_hours_start,
+                                     r.quiet_hours_end, r.dnd_until) AS q
+             WHERE s.channel <> 'inapp'
+               AND (r.quiet_hours_start IS NOT NULL OR r.dnd_until > now())) AS h
+        ON true
+    RETURNING id, recipient_key, channel, digest_key
+), folded AS (
+    UPDATE outbox.message m
+       SET status = 'digested', digest_message_id = f.digest_id, updated_at = now()
+      FROM (SELECT d.id, made.id AS digest_id
+              FROM due d
+              JOIN made USING (recipient_key, channel, digest_key)
+             WHERE NOT d.expired) AS f
+     WHERE m.id = f.id
+    RETURNING 1
+), expired AS (
+    UPDATE outbox.message m
+       SET status = 'expired', updated_at = now(),
+           last_error = 'expired while waiting for its digest'
+     WHERE m.id = ANY(ARRAY(SELECT id FROM due WHERE expired))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM made)::integer AS digests,
+       (SELECT count(*) FROM folded)::integer AS items,
+       (SELECT count(*) FROM expired)::integer AS expired
+
+-- schedule_due(limit, as_of) --
+-- Locks enabled schedules that are due or not planned yet (next_at NULL), skipping those
+-- another daemon holds, with what planning them needs. Runs in the transaction that fires
+-- them and moves them on. `as_of` NULL means now().
+SELECT s.id, s.cron, s.next_at, s.updated_at, r.timezone,
+       coalesce($2::timestamptz, now()) AS as_of
+  FROM outbox.schedule s
+  JOIN outbox.recipient r ON r.key = s.recipient_key
+ WHERE s.enabled AND s.last_error IS NULL
+   AND coalesce(s.next_at, '-infinity') <= coalesce($2::timestamptz, now())
+ ORDER BY coalesce(s.next_at, '-infinity')
+ LIMIT $1
+   FOR UPDATE OF s SKIP LOCKED
+
+-- schedule_fire(schedule_ids, occurrences) --
+-- One notify() per (schedule, occurrence), in order; `occurrences` are UTC ISO 8601
+-- strings, which make the idempotency key 'schedule:<id>:<occurrence>' (so a second run
+-- of the same occurrence creates nothing) and the context's `scheduled_for` (the
+-- schedule's own context wins).
+SELECT outbox.notify(
+           recipient_key => s.recipient_key, template => s.template,
+           context => jsonb_build_object('scheduled_for', o.occurrence) || s.context,
+           category => s.category, priority => s.priority,
+           idempotency_key => format('schedule:%s:%s', s.id, o.occurrence)) AS notification_id
+  FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS o(schedule_id, occurrence, n)
+  JOIN outbox.schedule s ON s.id = o.schedule_id
+ ORDER BY o.n
+
+-- schedule_advance(ids, next_ats, last_fired_ats, errors) --
+-- Moves schedules on after a firing (or records why they cannot be planned or fired).
+UPDATE outbox.schedule s
+   SET next_at = coalesce(x.next_at, s.next_at),
+       last_fired_at = coalesce(x.last_fired_at, s.last_fired_at),
+       last_error = x.error
+  FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[])
+       AS x(id, next_at, last_fired_at, error)
+ WHERE s.id = x.id

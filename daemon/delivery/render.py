@@ -26,7 +26,7 @@ import jinja2.exceptions
 import jinja2.sandbox
 
 from daemon.settings import Settings
-from outbox import errors
+from outbox import errors, resources
 from outbox.models import Rendered
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
@@ -109,6 +109,27 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+class _BundledFallback(jinja2.BaseLoader):
+    """The bundled ``digest`` templates (``digest/``, ``<name>/digest/``) and the layouts
+    they extend, for a template directory that lacks them: digests work out of the box."""
+
+    def __init__(self) -> None:
+        self.bundled = jinja2.FileSystemLoader(str(resources.bundled_templates_dir()))
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        folders = template.split("/")[:-1]
+        if "digest" in folders or folders[:1] == ["_layouts"]:
+            return self.bundled.get_source(environment, template)
+        raise jinja2.TemplateNotFound(template)
+
+
+def _loader(directory: Path) -> jinja2.BaseLoader:
+    own = jinja2.FileSystemLoader(str(directory))
+    if directory.resolve() == resources.bundled_templates_dir().resolve():
+        return own
+    return jinja2.ChoiceLoader([own, _BundledFallback()])
+
+
 @dataclass(frozen=True, slots=True)
 class _Resolved:
     parts: tuple[tuple[str, jinja2.Template | None], ...]
@@ -121,7 +142,7 @@ class Renderer:
         self.directory = Path(directory)
         self.brand = dict(brand or {})
         self.env = _Environment(
-            loader=jinja2.FileSystemLoader(str(self.directory)),
+            loader=_loader(self.directory),
             undefined=jinja2.StrictUndefined,
             autoescape=_autoescape,
             auto_reload=False,
