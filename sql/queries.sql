@@ -486,100 +486,108 @@ SELECT extract(epoch FROM min(not_before) - now())::float8
 -- digest_flush(recipient_keys, channels, digest_keys, digest_channels, digest_templates, as_of) --
 -- Folds the given groups into one pending digest message each, in one statement (one
 -- transaction): exactly once, even with several daemons and a crash midway. A group is
--- taken by one flusher only (a transaction-scoped advisory lock per group; the others skip
--- it), its rows are locked (rows another transaction is cancelling are skipped), and it is
--- folded only if its window has still closed, so a group that another daemon flushed
--- meanwhile, whose rows are now newer items, waits. Cancelled items are not batched and
--- so never counted; expired ones are marked expired; a group with nothing left sends
--- nothing. The digest keeps the items' person, channel, category (the first item's),
--- priority (the highest), tags (the first item's), and address and locale (the latest);
--- it is rendered with <template>/digest when every item has that template and
--- (channel, template) is in the given pairs, else with `digest`; its context is
--- {"items": [each item's context + created_at (UTC ISO 8601)], "count": n} in order.
+-- taken by one flusher only (a transaction-scoped advisory lock on its bucket; the others
+-- skip it), its rows are locked (rows another transaction is cancelling are skipped), and
+-- it is folded only if its window has still closed, so a group that another daemon
+-- flushed meanwhile, whose rows are now newer items, waits. Cancelled items are not
+-- batched and so never counted; expired ones are marked expired; a group with nothing
+-- left sends nothing. The digest keeps the items' person, channel, priority (the
+-- highest), category and tags (the first item's), address and locale (the last item's).
+-- It is rendered with <template>/digest when every item has that template and (channel,
+-- template) is in the given pairs, else with `digest`; its context is {"items": [each
+-- item's context + created_at (UTC ISO 8601)], "count": n}, in order of created_at, id.
 -- Quiet hours and do-not-disturb hold it like any other non-urgent email or SMS.
 WITH claimed AS MATERIALIZED (
     SELECT g.recipient_key, g.channel, g.digest_key
       FROM unnest($1::text[], $2::text[], $3::text[]) AS g(recipient_key, channel, digest_key)
+     -- A group belongs to one of 64 buckets; a flusher takes a bucket for its transaction
+     -- or skips its groups. 64 locks at most, however large the chunk: advisory locks
+     -- share the server's lock table with everything else.
      WHERE pg_try_advisory_xact_lock(
                hashtext('outbox.digest'),
-               hashtext(concat_ws(chr(31), g.recipient_key, g.channel, g.digest_key)))
+               abs(hashtext(concat_ws(chr(31), g.recipient_key, g.channel, g.digest_key)) % 64))
 ), items AS MATERIALIZED (
-    SELECT m.id, m.recipient_key, m.channel, m.digest_key, m.recipient, m.template, m.context,
-           m.category, m.priority, m.locale, m.tags, m.created_at, m.not_before,
-           coalesce(m.expires_at <= now(), false) AS expired
+    -- Per group, through the batched rows' group index (a join would hash the table).
+    SELECT m.*
       FROM claimed g
-      JOIN outbox.message m
-        ON m.recipient_key = g.recipient_key AND m.channel = g.channel
-       AND m.digest_key = g.digest_key AND m.status = 'batched'
-       FOR UPDATE OF m SKIP LOCKED
-), due AS MATERIALIZED (
-    SELECT i.*
-      FROM items i
-     WHERE (i.recipient_key, i.channel, i.digest_key) IN (
-               SELECT recipient_key, channel, digest_key
-                 FROM items
-                GROUP BY recipient_key, channel, digest_key
-               HAVING min(not_before) <= coalesce($6::timestamptz, now()))
-), summary AS (
-    SELECT d.recipient_key, d.channel, d.digest_key,
-           (array_agg(d.recipient ORDER BY d.created_at, d.id))[count(*)::integer] AS recipient,
-           (array_agg(d.locale ORDER BY d.created_at, d.id))[count(*)::integer] AS locale,
-           (array_agg(d.category ORDER BY d.created_at, d.id))[1] AS category,
-           (array_agg(d.tags ORDER BY d.created_at, d.id))[1] AS tags,
-           max(d.priority) AS priority,
-           min(d.template) AS template,
-           min(d.template) = max(d.template) AS one_template,
-           min(d.id) AS first_id,
-           jsonb_build_object(
-               'items', jsonb_agg(
-                   d.context || jsonb_build_object('created_at', to_char(
-                       d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-                   ORDER BY d.created_at, d.id),
-               'count', count(*)) AS context
-      FROM due d
-     WHERE NOT d.expired
-     GROUP BY d.recipient_key, d.channel, d.digest_key
+     CROSS JOIN LATERAL (
+           SELECT m.id, m.recipient_key, m.channel, m.digest_key, m.recipient, m.template,
+                  m.context, m.category, m.priority, m.locale, m.tags, m.created_at,
+                  m.not_before, coalesce(m.expires_at <= now(), false) AS expired
+             FROM outbox.message m
+            WHERE m.recipient_key = g.recipient_key AND m.channel = g.channel
+              AND m.digest_key = g.digest_key AND m.status = 'batched'
+              FOR UPDATE SKIP LOCKED) AS m
+), summary AS MATERIALIZED (
+    -- The groups whose window has still closed. The digest's id is drawn here, so that
+    -- its items can point to it by primary key.
+    SELECT nextval(pg_get_serial_sequence('outbox.message', 'id')) AS digest_id, s.*
+      FROM (SELECT i.recipient_key, i.channel, i.digest_key,
+                   array_agg(i.id ORDER BY i.created_at, i.id)
+                       FILTER (WHERE NOT i.expired) AS item_ids,
+                   array_agg(i.id) FILTER (WHERE i.expired) AS expired_ids,
+                   max(i.priority) FILTER (WHERE NOT i.expired) AS priority,
+                   min(i.template) FILTER (WHERE NOT i.expired) AS template,
+                   min(i.template) FILTER (WHERE NOT i.expired)
+                       = max(i.template) FILTER (WHERE NOT i.expired) AS one_template,
+                   jsonb_agg(
+                       i.context || jsonb_build_object('created_at', to_char(
+                           i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                       ORDER BY i.created_at, i.id) FILTER (WHERE NOT i.expired) AS contexts
+              FROM items i
+             GROUP BY i.recipient_key, i.channel, i.digest_key
+            HAVING min(i.not_before) <= coalesce($6::timestamptz, now())) AS s
 ), made AS (
     INSERT INTO outbox.message
-        (channel, recipient, template, context, category, priority, locale, not_before, tags,
-         status, recipient_key, original_not_before, deferred_reason, digest_key,
+        (id, channel, recipient, template, context, category, priority, locale, not_before,
+         tags, status, recipient_key, original_not_before, deferred_reason, digest_key,
          idempotency_key)
-    SELECT s.channel, s.recipient,
+    SELECT s.digest_id, s.channel, latest.recipient,
            CASE WHEN s.one_template AND EXISTS (
                     SELECT 1 FROM unnest($4::text[], $5::text[]) AS t(channel, template)
                      WHERE t.channel = s.channel AND t.template = s.template)
                 THEN s.template || '/digest' ELSE 'digest' END,
-           s.context, s.category, s.priority, s.locale, coalesce(h.release_at, now()), s.tags,
-           'pending', s.recipient_key,
+           jsonb_build_object('items', s.contexts, 'count', cardinality(s.item_ids)),
+           first.category, s.priority, latest.locale, coalesce(h.release_at, now()),
+           first.tags, 'pending', s.recipient_key,
            -- Held like notify()'s rows (never transactional or urgent: such are not batched).
            CASE WHEN s.channel <> 'inapp' THEN now() END,
            h.reason, s.digest_key,
            -- A second digest of the same first item would be a bug: refuse it loudly.
-           'outboxd:digest:' || s.first_id
+           'outboxd:digest:' || s.item_ids[1]
       FROM summary s
-      LEFT JOIN outbox.recipient r ON r.key = s.recipient_key
+      -- Rows by primary key (LIMIT keeps the planner from hashing whole tables instead).
+     CROSS JOIN LATERAL (
+           SELECT m.category, m.tags FROM outbox.message m WHERE m.id = s.item_ids[1]
+            LIMIT 1) AS first
+     CROSS JOIN LATERAL (
+           SELECT m.recipient, m.locale FROM outbox.message m
+            WHERE m.id = s.item_ids[cardinality(s.item_ids)]
+            LIMIT 1) AS latest
       LEFT JOIN LATERAL (
             SELECT q.release_at, q.reason
-              FROM outbox.quiet_hold(now(), r.timezone, r.quiet_hours_start,
-                                     r.quiet_hours_end, r.dnd_until) AS q
-             WHERE s.channel <> 'inapp'
-               AND (r.quiet_hours_start IS NOT NULL OR r.dnd_until > now())) AS h
+              FROM outbox.recipient r
+             CROSS JOIN LATERAL outbox.quiet_hold(now(), r.timezone, r.quiet_hours_start,
+                                                  r.quiet_hours_end, r.dnd_until) AS q
+             WHERE r.key = s.recipient_key AND s.channel <> 'inapp'
+               AND (r.quiet_hours_start IS NOT NULL OR r.dnd_until > now())
+             LIMIT 1) AS h
         ON true
-    RETURNING id, recipient_key, channel, digest_key
+     WHERE s.item_ids IS NOT NULL
+    RETURNING 1
 ), folded AS (
     UPDATE outbox.message m
        SET status = 'digested', digest_message_id = f.digest_id, updated_at = now()
-      FROM (SELECT d.id, made.id AS digest_id
-              FROM due d
-              JOIN made USING (recipient_key, channel, digest_key)
-             WHERE NOT d.expired) AS f
+      FROM (SELECT unnest(s.item_ids) AS id, s.digest_id FROM summary s) AS f
      WHERE m.id = f.id
+       -- By primary key: without it the join hashes the whole table.
+       AND m.id = ANY(ARRAY(SELECT unnest(s.item_ids) FROM summary s))
     RETURNING 1
 ), expired AS (
     UPDATE outbox.message m
        SET status = 'expired', updated_at = now(),
            last_error = 'expired while waiting for its digest'
-     WHERE m.id = ANY(ARRAY(SELECT id FROM due WHERE expired))
+     WHERE m.id = ANY(ARRAY(SELECT unnest(s.expired_ids) FROM summary s))
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM made)::integer AS digests,

@@ -232,10 +232,7 @@ class PeopleSettings(_Section):
         "when the next digest window closes.",
     )
     digest_batch: int = Field(
-        500,
-        ge=1,
-        le=2000,
-        description="Digest groups folded per transaction (each holds one advisory lock).",
+        1000, ge=1, le=10_000, description="Digest groups folded per transaction."
     )
     schedule_catch_up: int = Field(
         1,
