@@ -11,6 +11,8 @@ server) and drops it afterwards. Phases:
    from notify (email and in-app rows of people), as a ratio to the plain drain;
 4. latency - messages enqueued one per transaction at a fixed offered rate while the
    daemon runs; enqueue-to-sent percentiles from the database's own clock.
+5. with --digests: the digest flush against the bare SQL of the same grouping, and the
+   claim floor beside a large batched backlog (:mod:`daemon.bench.digests`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,22 @@ def format_result(result: dict[str, Any]) -> str:
             f"enqueue->sent at {lat['offered_rate']:g}/s offered",
             f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms",
         )
+    if "digests" in result:
+        flush, claim = result["digests"]["flush"], result["digests"]["claim"]
+
+        def cpu(value: float | None) -> str:
+            return "" if value is None else f", CPU {value:.2f}x"
+
+        label = f"digest flush, {flush['items']:,} items into {flush['digests']:,}"
+        line(label, f"{flush['rate']:,.0f} items/s")
+        line("same grouping, bare SQL", f"{flush['floor_rate']:,.0f} items/s")
+        line("digest flush / bare SQL", f"{flush['ratio']:.2f}x{cpu(flush['cpu_ratio'])}")
+        line(f"claim floor, {claim['rows']:,} due rows alone", f"{claim['rate_alone']:,.0f} rows/s")
+        line(
+            f"  beside {claim['batched']:,} batched rows",
+            f"{claim['rate_beside_batched']:,.0f} rows/s",
+        )
+        line("  beside / alone", f"{claim['ratio']:.2f}x{cpu(claim['cpu_ratio'])}")
     line("peak RSS of the bench process", f"{result['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines)
 
@@ -145,6 +163,12 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
                 result["latency"] = await phases.latency(
                     dsn, daemon_settings, args.rate, args.latency_seconds
                 )
+    if args.digests:
+        from daemon.bench import digests
+
+        result["digests"] = await digests.run(
+            admin_dsn, args.digest_items, args.digest_groups, args.batched, args.messages
+        )
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 

@@ -76,6 +76,24 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/15", help="broker for --compare celery"
     )
+    parser.add_argument(
+        "--digests",
+        action="store_true",
+        help="also measure the digest flush against its SQL floor, and the claim rate "
+        "beside a batched backlog",
+    )
+    parser.add_argument(
+        "--digest-items", type=positive_int, default=100_000, help="batched items (100,000)"
+    )
+    parser.add_argument(
+        "--digest-groups", type=positive_int, default=10_000, help="digests they fold into"
+    )
+    parser.add_argument(
+        "--batched",
+        type=positive_int,
+        default=1_000_000,
+        help="rows waiting batched beside the claim (1,000,000)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
 
