@@ -300,3 +300,17 @@ def _zone(name: str) -> Any:
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(name)
+
+
+async def test_the_readme_example_runs_as_written(pool: asyncpg.Pool) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Digests and recurring schedules", 1)[1]
+    example = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    for _ in range(2):  # and again: the upserts hold (and a second item joins the group)
+        await pool.execute(example)
+    rows = await pool.fetch("SELECT status, digest_key FROM outbox.message ORDER BY id")
+    assert {tuple(r) for r in rows} == {("batched", "comments:post-7")}
+    await scheduler(pool).fire_due()
+    row = await pool.fetchrow("SELECT * FROM outbox.schedule")
+    assert (row["category"], row["last_error"]) == ("reports", None)
+    assert row["next_at"].astimezone(_zone("Europe/Berlin")).strftime("%a %H:%M") == "Mon 09:00"
