@@ -33,6 +33,8 @@ _REQUIRED_PARTS = {
 }
 #: How many chunks' worth of due groups one listing fetches.
 _CHUNKS_PER_LISTING = 20
+#: How soon to look again at a group that is due but was not flushed (held elsewhere).
+_OVERDUE_RETRY_SECONDS = 0.5
 
 
 class DigestTemplates:
@@ -80,6 +82,8 @@ class DigestFlusher:
         self.interval = interval
         #: Groups folded per transaction.
         self.batch = batch
+        #: Groups that could not be flushed in the last pass.
+        self.failed = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush now and then: when the next window closes, at most every ``interval``."""
@@ -87,19 +91,29 @@ class DigestFlusher:
             wait = self.interval
             try:
                 await self.flush_due()
-                seconds = await self.store.seconds_to_next_digest()
-                # Still overdue: held by another daemon, or failing; look again later.
-                if seconds is not None and seconds > 0:
-                    wait = min(wait, seconds + 0.05)
+                wait = self.wait_after_pass(await self.store.seconds_to_next_digest())
             except errors.DatabaseError as exc:
                 logger.warning("digest flush failed: %s", exc, extra={"action": "digest"})
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait * _jitter.uniform(0.9, 1.0)):
+                async with asyncio.timeout(wait):
                     await stopping.wait()
+
+    def wait_after_pass(self, next_due: float | None) -> float:
+        """Seconds to wait after a pass, given when the next window closes (None: none)."""
+        # Jittered, so that several daemons do not poll in step.
+        wait = self.interval * _jitter.uniform(0.9, 1.0)
+        if next_due is not None and next_due > 0:
+            return min(wait, next_due + 0.05)
+        if next_due is not None and not self.failed:
+            # Overdue: it closed while this pass ran, or another daemon holds it.
+            return min(wait, _OVERDUE_RETRY_SECONDS)
+        # Nothing waits, or a group fails: the full interval, not a retry storm.
+        return wait
 
     async def flush_due(self, as_of: datetime | None = None) -> FlushCounts:
         """Fold every group due at ``as_of`` (default: the database's now)."""
         total = FlushCounts()
+        self.failed = 0
         pairs = self.templates.pairs()
         listing = self.batch * _CHUNKS_PER_LISTING
         while True:
@@ -143,6 +157,7 @@ class DigestFlusher:
                     exc,
                     extra={"action": "digest"},
                 )
+                self.failed += 1
                 return FlushCounts()
         middle = len(groups) // 2
         first = await self._flush(groups[:middle], pairs, as_of)
