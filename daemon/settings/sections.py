@@ -168,6 +168,27 @@ class PeopleSettings(_Section):
         ),
     )
 
+    digest_interval: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Longest pause between digest flushes, in seconds; the flush also wakes "
+        "when the next digest window closes.",
+    )
+    digest_batch: int = Field(
+        1000, ge=1, le=10_000, description="Digest groups folded per transaction."
+    )
+    schedule_catch_up: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="How many missed occurrences of a schedule a daemon that was down still "
+        "sends (the newest); older ones are skipped and logged.",
+    )
+    schedule_batch: int = Field(
+        200, ge=1, le=10_000, description="Schedules fired per transaction."
+    )
+
     @field_validator("categories", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -221,26 +242,3 @@ class WorkerSettings(_Section):
                 f"{ENV_PREFIX}WORKER__RETRY_BASE_SECONDS"
             )
         return self
-
-
-class PeopleSettings(_Section):
-    digest_interval: float = Field(
-        10.0,
-        gt=0,
-        le=3600,
-        description="Longest pause between digest flushes, in seconds; the flush also wakes "
-        "when the next digest window closes.",
-    )
-    digest_batch: int = Field(
-        1000, ge=1, le=10_000, description="Digest groups folded per transaction."
-    )
-    schedule_catch_up: int = Field(
-        1,
-        ge=1,
-        le=1000,
-        description="How many missed occurrences of a schedule a daemon that was down still "
-        "sends (the newest); older ones are skipped and logged.",
-    )
-    schedule_batch: int = Field(
-        200, ge=1, le=10_000, description="Schedules fired per transaction."
-    )

@@ -41,6 +41,7 @@ _FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.M | re.S)
 #: README sections whose examples a test of their own runs (it needs fixtures of its own).
 DEDICATED_SECTIONS = {
     "Notify people": "tests/integration/test_readme_people.py",
+    "Digests and recurring schedules": "tests/integration/test_schedules.py",
 }
 
 
