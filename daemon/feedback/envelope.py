@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -26,7 +25,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from daemon.feedback import bounded_json
+
 MAX_BODY_BYTES = 256 * 1024
+#: An envelope is a flat object of strings; SES events nest a few levels inside Message.
+MAX_ENVELOPE_DEPTH = 8
 MAX_AGE = timedelta(hours=1)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 _CERT_URL = re.compile(
@@ -125,9 +128,9 @@ def _parse(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise SnsRejected(400, "body larger than 256 KiB")
     try:
-        fields = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SnsRejected(400, "body is not JSON") from exc
+        fields = bounded_json.loads(body, max_depth=MAX_ENVELOPE_DEPTH)
+    except bounded_json.JsonRejected as exc:
+        raise SnsRejected(400, f"body is {exc}") from exc
     if not isinstance(fields, dict):
         raise SnsRejected(400, "body is not an SNS message")
     kind = fields.get("Type")

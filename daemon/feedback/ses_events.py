@@ -3,11 +3,14 @@ event publishing (``eventType``), turned into one :class:`FeedbackEvent` per rec
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+from daemon.feedback import bounded_json
 from outbox.models import FeedbackEvent
+
+#: SES events nest five levels at most (bounce.bouncedRecipients[0].x); room to spare.
+MAX_EVENT_DEPTH = 32
 
 #: SES event name -> (our event type, key of the event's detail object)
 _EVENTS = {
@@ -58,9 +61,9 @@ def parse_ses_message(message: str, *, sns_message_id: str) -> list[FeedbackEven
     ``:recipient`` when one event names several recipients.
     """
     try:
-        data = json.loads(message)
-    except ValueError as exc:
-        raise SesEventError("message is not JSON") from exc
+        data = bounded_json.loads(message, max_depth=MAX_EVENT_DEPTH)
+    except bounded_json.JsonRejected as exc:
+        raise SesEventError(f"message is {exc}") from exc
     if not isinstance(data, dict):
         raise SesEventError("message is not a JSON object")
     name = data.get("eventType") or data.get("notificationType")

@@ -249,3 +249,13 @@ async def test_preference_page_actions(pool: asyncpg.Pool, running: Running) -> 
     reason = await pool.fetchval("SELECT reason FROM outbox.suppression")
     assert reason == "unsubscribe"
     assert parse_qs(urlsplit(url).query)["token"]
+
+
+async def test_deeply_nested_json_is_a_bad_request(pool: asyncpg.Pool, running: Running) -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    code, _ = await _post(running.url + "/webhooks/sns", f'{{"Type": {deep}}}'.encode())
+    assert code == 400
+    signed = running.signer.notification('{"eventType": "Send", "mail": ' + deep + "}")
+    code, text = await _post(running.url + "/webhooks/sns", body(signed))
+    assert code == 400 and "nested" in text
+    assert await pool.fetchval("SELECT count(*) FROM outbox.event") == 0

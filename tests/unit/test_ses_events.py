@@ -65,3 +65,11 @@ def test_one_event_per_bounced_recipient_with_distinct_source_ids() -> None:
 def test_malformed_events_are_rejected_with_a_reason(message: str, reason: str) -> None:
     with pytest.raises(SesEventError, match=reason):
         parse_ses_message(message, sns_message_id="s")
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_deeply_nested_events_are_rejected(depth: int) -> None:
+    message = '{"eventType": "Send", "mail": {"messageId": "m", "x": ' + "[" * depth
+    message += "]" * depth + "}}"
+    with pytest.raises(SesEventError, match="nested"):
+        parse_ses_message(message, sns_message_id="s")

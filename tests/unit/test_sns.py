@@ -206,3 +206,9 @@ def test_subscribe_url_guard_accepts_the_real_shape() -> None:
         "&TopicArn=arn:aws:sns:us-east-1:123456789012:t&Token=2336412f37"
     )
     assert validate_subscribe_url(url) == url
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+async def test_deeply_nested_bodies_are_bad_requests(verifier: SnsVerifier, depth: int) -> None:
+    nested = b'{"Type": "Notification", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    await _rejected(verifier, nested, 400)
