@@ -1,9 +1,10 @@
 """Verification of SNS HTTP(S) messages (the envelope SES feedback arrives in).
 
-Order matters: cheap structural checks and the topic allowlist come before any
-certificate is loaded or downloaded, so unknown senders cost us nothing. Signatures are
-checked over AWS's canonical string for the message type, SignatureVersion 1
-(SHA1withRSA) or 2 (SHA256withRSA), with a certificate whose URL must be an SNS host.
+Order matters: structure, field formats, the topic allowlist, the age and the signature's
+shape are checked before any certificate is loaded or downloaded, so unknown senders cost
+us nothing. Signatures are checked over AWS's canonical string for the message type,
+SignatureVersion 1 (SHA1withRSA) or 2 (SHA256withRSA), with a certificate from
+:mod:`daemon.feedback.certificates`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,25 +19,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from daemon.feedback import bounded_json
+from daemon.feedback.certificates import (
+    CertificateRefused,
+    Certificates,
+    Download,
+    cert_file_name,
+    is_sns_host,
+)
 
 MAX_BODY_BYTES = 256 * 1024
 #: An envelope is a flat object of strings; SES events nest a few levels inside Message.
 MAX_ENVELOPE_DEPTH = 8
 MAX_AGE = timedelta(hours=1)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-_CERT_URL = re.compile(
-    r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[A-Za-z0-9]+\.pem$"
-)
-_SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
-_CERT_PATH = re.compile(r"^/SimpleNotificationService-[A-Za-z0-9]+\.pem$")
 _TYPES = {"Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"}
+#: The fields AWS signs, in the order it signs them ("Key\nvalue\n" each).
 _SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
     "SubscriptionConfirmation": (
@@ -47,9 +48,23 @@ _SIGNED_FIELDS = {
         "Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type",
     ),
 }  # fmt: skip
+#: Every signed field but Message is one line of printable ASCII, in the shape SNS gives it
+#: (Type and TopicArn must equal known values). This is what makes the canonical string
+#: unambiguous: were a line break allowed in MessageId, "MessageId\nX\nSubject\nY\n" could
+#: be read with or without a Subject, and a signed message be replayed under another id.
+_FIELD_SHAPES = {
+    "MessageId": re.compile(r"[A-Za-z0-9-]{1,100}", re.ASCII),
+    "Subject": re.compile(r"[\x20-\x7e]{1,256}", re.ASCII),
+    "Timestamp": re.compile(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z", re.ASCII
+    ),
+    "Token": re.compile(r"[\x21-\x7e]{1,1024}", re.ASCII),
+    "SubscribeURL": re.compile(r"[\x21-\x7e]{1,2048}", re.ASCII),
+    "SignatureVersion": re.compile(r"[12]", re.ASCII),
+}
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
-_CERT_CACHE_SIZE = 32
-_MAX_CERT_BYTES = 64 * 1024
+#: SNS signs with 2048-bit keys (256-byte signatures); anything outside this is not SNS.
+_SIGNATURE_BYTES = range(128, 1025)
 
 
 class SnsRejected(Exception):
@@ -86,25 +101,20 @@ def canonical_string(fields: dict[str, Any]) -> bytes:
 
 def check_cert_url(url: str) -> str:
     """The certificate's file name, if ``url`` is an SNS signing-certificate URL."""
-    if not isinstance(url, str) or not _CERT_URL.fullmatch(url):
-        raise SnsRejected(403, "SigningCertURL is not an SNS certificate URL")
-    parts = urlsplit(url)
-    if (
-        parts.scheme != "https"
-        or parts.username is not None
-        or parts.password is not None
-        or parts.port not in (None, 443)
-        or not _SNS_HOST.fullmatch(parts.hostname or "")
-        or not _CERT_PATH.fullmatch(parts.path)
-        or parts.query
-        or parts.fragment
-    ):
-        raise SnsRejected(403, "SigningCertURL is not an SNS certificate URL")
-    return parts.path.lstrip("/")
+    try:
+        return cert_file_name(url)
+    except CertificateRefused as exc:
+        raise SnsRejected(403, str(exc)) from exc
 
 
 def validate_subscribe_url(url: str) -> str:
     """``url`` if it is safe to GET for a subscription confirmation (SSRF guard)."""
+    if (
+        not isinstance(url, str)
+        or not url.isascii()
+        or not _FIELD_SHAPES["SubscribeURL"].fullmatch(url)
+    ):
+        raise SnsRejected(400, "SubscribeURL is malformed")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -113,10 +123,10 @@ def validate_subscribe_url(url: str) -> str:
     actions = parse_qs(parts.query).get("Action", [])
     if (
         parts.scheme != "https"
-        or parts.username is not None
-        or parts.password is not None
-        or port not in (None, 443)
-        or not _SNS_HOST.fullmatch(parts.hostname or "")
+        or parts.netloc != parts.hostname
+        or port is not None
+        or not is_sns_host(parts.netloc)
+        or parts.path not in ("", "/")
         or parts.fragment
         or actions != ["ConfirmSubscription"]
     ):
@@ -142,8 +152,13 @@ def _parse(body: bytes) -> dict[str, Any]:
     missing = sorted(k for k in required if not isinstance(fields.get(k), str))
     if missing:
         raise SnsRejected(400, f"missing fields: {', '.join(missing)}")
-    if "Subject" in fields and not isinstance(fields["Subject"], str):
-        raise SnsRejected(400, "Subject is not a string")
+    for key in (*_SIGNED_FIELDS[kind], "SignatureVersion"):
+        if key in ("Message", "Type", "TopicArn") or (key == "Subject" and key not in fields):
+            # Message may hold anything; Type and TopicArn must equal known values.
+            continue
+        value = fields[key]
+        if not isinstance(value, str) or not _FIELD_SHAPES[key].fullmatch(value):
+            raise SnsRejected(400, f"{key} is malformed")
     return fields
 
 
@@ -152,13 +167,21 @@ def _timestamp(value: str, now: datetime) -> datetime:
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise SnsRejected(400, "Timestamp is not ISO 8601") from exc
-    if stamp.tzinfo is None:
-        raise SnsRejected(400, "Timestamp has no time zone")
     if now - stamp > MAX_AGE:
         raise SnsRejected(400, "message is older than one hour")
     if stamp - now > MAX_CLOCK_SKEW:
         raise SnsRejected(400, "message is from the future")
     return stamp
+
+
+def _signature(value: str) -> bytes:
+    try:
+        signature = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SnsRejected(403, "Signature is not base64") from exc
+    if len(signature) not in _SIGNATURE_BYTES:
+        raise SnsRejected(403, "Signature has the wrong length")
+    return signature
 
 
 class SnsVerifier:
@@ -169,16 +192,15 @@ class SnsVerifier:
         *,
         topic_arns: Collection[str],
         cert_dir: Path | None = None,
-        http: aiohttp.ClientSession | None = None,
-        fetch_timeout: float = 5.0,
+        download: Download | None = None,
+        certificates: Certificates | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.topic_arns = frozenset(topic_arns)
-        self.cert_dir = cert_dir
-        self.http = http
-        self.fetch_timeout = fetch_timeout
         self.now = now
-        self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
+        self.certificates = certificates or Certificates(
+            cert_dir=cert_dir, download=download, now=now
+        )
 
     async def verify(self, body: bytes, *, message_type_header: str | None = None) -> SnsEnvelope:
         """The verified envelope, or :class:`SnsRejected`."""
@@ -187,16 +209,15 @@ class SnsVerifier:
             raise SnsRejected(400, "x-amz-sns-message-type does not match Type")
         if fields["TopicArn"] not in self.topic_arns:
             raise SnsRejected(403, "topic is not allowed")
-        hash_factory = _HASHES.get(fields["SignatureVersion"])
-        if hash_factory is None:
-            raise SnsRejected(400, "unsupported SignatureVersion")
+        hash_factory = _HASHES[fields["SignatureVersion"]]
         stamp = _timestamp(fields["Timestamp"], self.now())
-        file_name = check_cert_url(fields["SigningCertURL"])
-        cert = await self._certificate(fields["SigningCertURL"], file_name)
+        signature = _signature(fields["Signature"])
+        check_cert_url(fields["SigningCertURL"])
+        # Only now, with every cheap check passed, may a certificate be fetched.
         try:
-            signature = base64.b64decode(fields["Signature"], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise SnsRejected(403, "Signature is not base64") from exc
+            cert = await self.certificates.get(fields["SigningCertURL"])
+        except CertificateRefused as exc:
+            raise SnsRejected(403, str(exc)) from exc
         key = cert.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise SnsRejected(403, "signing certificate does not hold an RSA key")
@@ -215,42 +236,3 @@ class SnsVerifier:
             token=fields.get("Token"),
             raw=fields,
         )
-
-    async def _certificate(self, url: str, file_name: str) -> x509.Certificate:
-        cert = self._certs.get(url)
-        if cert is None:
-            pem = self._pinned(file_name) or await self._download(url)
-            try:
-                cert = x509.load_pem_x509_certificate(pem)
-            except ValueError as exc:
-                raise SnsRejected(403, "signing certificate is not a PEM certificate") from exc
-            self._certs[url] = cert  # only certificates that loaded are cached
-            while len(self._certs) > _CERT_CACHE_SIZE:
-                self._certs.popitem(last=False)
-        now = self.now()
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise SnsRejected(403, "signing certificate is expired or not yet valid")
-        return cert
-
-    def _pinned(self, file_name: str) -> bytes | None:
-        if self.cert_dir is None:
-            return None
-        path = self.cert_dir / file_name
-        return path.read_bytes() if path.is_file() else None
-
-    async def _download(self, url: str) -> bytes:
-        if self.http is None:
-            raise SnsRejected(403, "signing certificate is not pinned and downloads are off")
-        timeout = aiohttp.ClientTimeout(total=self.fetch_timeout)
-        try:
-            async with self.http.get(url, allow_redirects=False, timeout=timeout) as response:
-                if response.status != 200:
-                    raise SnsRejected(
-                        403, f"signing certificate download answered {response.status}"
-                    )
-                data = await response.content.read(_MAX_CERT_BYTES + 1)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SnsRejected(403, "signing certificate could not be downloaded") from exc
-        if len(data) > _MAX_CERT_BYTES:
-            raise SnsRejected(403, "signing certificate is too large")
-        return data

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 import aiohttp
 from aiohttp import web
 
+from daemon.feedback import certificates
 from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
 from daemon.http import health, preferences, unsubscribe, webhooks
@@ -33,7 +34,7 @@ def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Applicat
         verifier=SnsVerifier(
             topic_arns=settings.feedback.topic_arns,
             cert_dir=settings.feedback.cert_dir,
-            http=client,
+            download=certificates.http_download(client),
         ),
         feedback=feedback,
         confirmer=webhooks.https_confirmer(client),

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from daemon.feedback.certificates import CertificateRefused, Certificates, http_download
 from daemon.feedback.envelope import (
     SnsRejected,
     SnsVerifier,
     check_cert_url,
     validate_subscribe_url,
 )
+from tests.network_guard import no_outbound
 from tests.sns_signing import TOPIC, Signer, body
 
 
@@ -60,7 +64,8 @@ async def test_tampering_with_a_signed_field_is_forbidden(
         verifier.topic_arns = frozenset({TOPIC, TOPIC + "-other"})
         fields[field] = TOPIC + "-other"
     elif field == "Timestamp":
-        fields[field] = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        earlier = datetime.now(UTC) - timedelta(minutes=1)
+        fields[field] = earlier.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     else:
         fields[field] = fields[field] + "x"
     assert "does not verify" in await _rejected(verifier, body(fields), 403)
@@ -212,3 +217,158 @@ def test_subscribe_url_guard_accepts_the_real_shape() -> None:
 async def test_deeply_nested_bodies_are_bad_requests(verifier: SnsVerifier, depth: int) -> None:
     nested = b'{"Type": "Notification", "x": ' + b"[" * depth + b"]" * depth + b"}"
     await _rejected(verifier, nested, 400)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.xn--us-east-1-3ya.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.xn--80ak6aa92e.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://\u0455ns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-\u0661.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com\uff0fSimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com./SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com//SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com\\@evil.test/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com%2F@evil.test/SimpleNotificationService-abc.pem",
+        "https://sns.east.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem\t",
+        " https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+    ],
+)
+def test_certificate_urls_on_look_alike_hosts_are_refused(url: str) -> None:
+    with pytest.raises(SnsRejected) as caught:
+        check_cert_url(url)
+    assert caught.value.status == 403
+
+
+def test_government_and_china_regions_are_sns_hosts() -> None:
+    for host in ("sns.us-gov-west-1.amazonaws.com", "sns.cn-northwest-1.amazonaws.com.cn",
+                 "sns.ap-southeast-7.amazonaws.com"):  # fmt: skip
+        assert check_cert_url(f"https://{host}/SimpleNotificationService-1f.pem")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.s3.amazonaws.com/?Action=ConfirmSubscription",
+        "https://sns.xn--us-east-1-3ya.amazonaws.com/?Action=ConfirmSubscription",
+        "https://sns.us-east-1.amazonaws.com:443/?Action=ConfirmSubscription",
+        "https://sns.us-east-1.amazonaws.com/\u2025/?Action=ConfirmSubscription",
+        "https://sns.us-east-1.amazonaws.com/elsewhere?Action=ConfirmSubscription",
+    ],
+)
+def test_subscribe_urls_on_look_alike_hosts_are_refused(url: str) -> None:
+    with pytest.raises(SnsRejected):
+        validate_subscribe_url(url)
+
+
+class CountingDownload:
+    """A stand-in for the HTTPS download: serves one PEM, or fails, and counts calls."""
+
+    def __init__(self, pem: bytes | None) -> None:
+        self.pem = pem
+        self.calls: list[str] = []
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self, url: str) -> bytes:
+        self.calls.append(url)
+        self.called.set()
+        await self.release.wait()
+        if self.pem is None:
+            raise CertificateRefused("signing certificate download answered 404")
+        return self.pem
+
+
+async def test_with_pinned_certificates_nothing_is_ever_downloaded(tmp_path: Path) -> None:
+    stranger = Signer.create(tmp_path / "not-pinned")
+    (tmp_path / "certs").mkdir()
+    data = body(stranger.notification({"eventType": "Send"}))
+    async with aiohttp.ClientSession() as session:
+        verifier = SnsVerifier(
+            topic_arns=[TOPIC], cert_dir=tmp_path / "certs", download=http_download(session)
+        )
+        with no_outbound() as attempts:
+            reason = await _rejected(verifier, data, 403)
+    assert "not pinned" in reason
+    assert attempts == []
+
+
+async def test_downloaded_certificates_and_failures_are_remembered(tmp_path: Path) -> None:
+    signer = Signer.create(tmp_path / "staging")
+    clock = [1000.0]
+    good = CountingDownload(signer.cert_pem)
+    verifier = SnsVerifier(
+        topic_arns=[TOPIC],
+        certificates=Certificates(download=good, monotonic=lambda: clock[0]),
+    )
+    for _ in range(3):
+        await verifier.verify(body(signer.notification({"eventType": "Send"})))
+    assert len(good.calls) == 1
+
+    missing = CountingDownload(None)
+    verifier = SnsVerifier(
+        topic_arns=[TOPIC],
+        certificates=Certificates(download=missing, monotonic=lambda: clock[0]),
+    )
+    for _ in range(3):
+        assert "404" in await _rejected(verifier, body(signer.notification({})), 403)
+    assert len(missing.calls) == 1  # the failure is remembered...
+    clock[0] += 61
+    await _rejected(verifier, body(signer.notification({})), 403)
+    assert len(missing.calls) == 2  # ...for a minute
+
+
+async def test_concurrent_messages_share_one_download(tmp_path: Path) -> None:
+    signer = Signer.create(tmp_path / "staging")
+    download = CountingDownload(signer.cert_pem)
+    download.release.clear()
+    verifier = SnsVerifier(topic_arns=[TOPIC], download=download)
+    waiting = [
+        asyncio.create_task(verifier.verify(body(signer.notification({})))) for _ in range(5)
+    ]
+    await download.called.wait()
+    download.release.set()
+    envelopes = await asyncio.gather(*waiting)
+    assert len(envelopes) == 5 and len(download.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"TopicArn": "arn:aws:sns:us-east-1:123456789012:someone-else"}, 403),
+        ({"Timestamp": "2020-01-01T00:00:00.000Z"}, 400),
+        ({"Signature": "AAAA"}, 403),
+        ({"Signature": "!!!"}, 403),
+        ({"MessageId": "a\nb"}, 400),
+        ({"SignatureVersion": "3"}, 400),
+        ({"SigningCertURL": "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem"}, 403),
+    ],
+)
+async def test_cheap_checks_come_before_any_download(
+    tmp_path: Path, change: dict[str, str], status: int
+) -> None:
+    signer = Signer.create(tmp_path / "staging")
+    download = CountingDownload(signer.cert_pem)
+    verifier = SnsVerifier(topic_arns=[TOPIC], download=download)
+    await _rejected(verifier, body({**signer.notification({}), **change}), status)
+    assert download.calls == []
+
+
+async def test_a_subject_moved_into_the_message_id_does_not_verify(
+    signer: Signer, verifier: SnsVerifier
+) -> None:
+    genuine = signer.notification({"eventType": "Send"}, subject="Amazon SES")
+    # The same canonical bytes ("MessageId\n<id>\nSubject\nAmazon SES\n"), read without a
+    # Subject: a replay under a new MessageId if line breaks were allowed there.
+    forged = {k: v for k, v in genuine.items() if k != "Subject"}
+    forged["MessageId"] = f"{genuine['MessageId']}\nSubject\nAmazon SES"
+    assert "MessageId" in await _rejected(verifier, body(forged), 400)
+    assert (await verifier.verify(body(genuine))).subject == "Amazon SES"
