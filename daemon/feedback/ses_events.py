@@ -3,6 +3,7 @@ event publishing (``eventType``), turned into one :class:`FeedbackEvent` per rec
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -27,22 +28,46 @@ _EVENTS = {
 }
 
 
+#: Event type -> the key of its detail object's list of recipients.
+_RECIPIENT_LISTS = {
+    "bounce": "bouncedRecipients",
+    "complaint": "complainedRecipients",
+    "delivery_delay": "delayedRecipients",
+}
+
+
 class SesEventError(ValueError):
     """The SNS message is not an SES event we understand."""
 
 
 def _recipients(event_type: str, detail: dict[str, Any], mail: dict[str, Any]) -> list[str]:
-    if event_type == "bounce":
-        found = [r.get("emailAddress") for r in detail.get("bouncedRecipients", [])]
-    elif event_type == "complaint":
-        found = [r.get("emailAddress") for r in detail.get("complainedRecipients", [])]
-    elif event_type == "delivery_delay":
-        found = [r.get("emailAddress") for r in detail.get("delayedRecipients", [])]
+    if event_type in _RECIPIENT_LISTS:
+        listed = detail.get(_RECIPIENT_LISTS[event_type])
+        found = [r.get("emailAddress") for r in _list(listed) if isinstance(r, dict)]
     elif event_type == "delivery":
-        found = list(detail.get("recipients", []))
+        found = _list(detail.get("recipients"))
     else:
-        found = list(mail.get("destination", []))
+        found = _list(mail.get("destination"))
     return [r for r in found if isinstance(r, str) and r]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _source_id(
+    provider_message_id: str, event_type: str, detail: dict[str, Any], recipient: str | None
+) -> str:
+    """What the event itself says it is: SES's feedbackId for bounces and complaints, else
+    its timestamp (and link, for clicks), for this recipient of this SES message.
+
+    Not the SNS MessageId: the same event can arrive in several SNS messages (two topics,
+    identity notifications beside event publishing, a replay under a new MessageId), and
+    must count once. Hashed, because a click's link may be longer than an index entry.
+    """
+    said = [str(detail.get(key, "")) for key in ("feedbackId", "timestamp", "link")]
+    identity = "\n".join([provider_message_id, event_type, recipient or "", *said])
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _time(value: Any) -> datetime | None:
@@ -54,12 +79,9 @@ def _time(value: Any) -> datetime | None:
         return None
 
 
-def parse_ses_message(message: str, *, sns_message_id: str) -> list[FeedbackEvent]:
-    """The events in one SNS ``Message``.
-
-    ``source_id`` is the SNS MessageId (SNS redelivers with the same id), suffixed with
-    ``:recipient`` when one event names several recipients.
-    """
+def parse_ses_message(message: str) -> list[FeedbackEvent]:
+    """The events in one SNS ``Message``, one per recipient, each with the
+    ``source_id`` that deduplicates it (see :func:`_source_id`)."""
     try:
         data = bounded_json.loads(message, max_depth=MAX_EVENT_DEPTH)
     except bounded_json.JsonRejected as exc:
@@ -83,10 +105,9 @@ def parse_ses_message(message: str, *, sns_message_id: str) -> list[FeedbackEven
     bounce_type = detail.get("bounceType") if event_type == "bounce" else None
     complaint_type = detail.get("complaintFeedbackType") if event_type == "complaint" else None
     recipients: list[str | None] = [*_recipients(event_type, detail, mail)] or [None]
-    several = len(recipients) > 1
     return [
         FeedbackEvent(
-            source_id=f"{sns_message_id}:{recipient}" if several else sns_message_id,
+            source_id=_source_id(provider_message_id, event_type, detail, recipient),
             event_type=event_type,
             provider_message_id=provider_message_id,
             recipient=recipient,

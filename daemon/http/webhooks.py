@@ -63,7 +63,7 @@ async def sns_webhook(request: web.Request) -> web.Response:
         return web.Response(text="noted\n")
 
     try:
-        events = parse_ses_message(envelope.message, sns_message_id=envelope.message_id)
+        events = parse_ses_message(envelope.message)
     except SesEventError as exc:
         return web.Response(status=400, text=f"not an SES event: {exc}\n")
     feedback = request.app[FEEDBACK]

@@ -259,3 +259,20 @@ async def test_deeply_nested_json_is_a_bad_request(pool: asyncpg.Pool, running: 
     code, text = await _post(running.url + "/webhooks/sns", body(signed))
     assert code == 400 and "nested" in text
     assert await pool.fetchval("SELECT count(*) FROM outbox.event") == 0
+
+
+async def test_one_bounce_counts_once_whatever_envelope_it_comes_in(
+    pool: asyncpg.Pool, running: Running
+) -> None:
+    await _sent_email(pool, running, recipient="ann@example.com")
+    await pool.execute(
+        "UPDATE outbox.message SET provider_message_id = '0100018c-ses-message-id-000001'"
+    )
+    bounce = (FIXTURES / "notification_bounce_transient.json").read_text()
+    # SNS signs each delivery anew: the same SES event under two MessageIds (two topics,
+    # or a replay) is still one event.
+    for expected in ("recorded 1 event(s)\n", "recorded 0 event(s)\n"):
+        fields = running.signer.notification(bounce)
+        status, text = await _post(running.url + "/webhooks/sns", body(fields))
+        assert (status, text) == (200, expected)
+    assert await pool.fetchval("SELECT count(*) FROM outbox.event") == 1

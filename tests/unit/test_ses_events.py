@@ -33,7 +33,7 @@ def test_every_fixture_is_covered() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_parses(name: str) -> None:
     message = (FIXTURES / f"{name}.json").read_text()
-    events = parse_ses_message(message, sns_message_id="sns-1")
+    events = parse_ses_message(message)
     kind, bounce_type, complaint_type = EXPECTED[name]
     assert {e.event_type for e in events} == {kind}
     first = events[0]
@@ -46,9 +46,46 @@ def test_fixture_parses(name: str) -> None:
 
 def test_one_event_per_bounced_recipient_with_distinct_source_ids() -> None:
     message = (FIXTURES / "event_bounce_permanent.json").read_text()
-    events = parse_ses_message(message, sns_message_id="sns-9")
+    events = parse_ses_message(message)
     assert [e.recipient for e in events] == ["ann@example.com", "bob@example.com"]
-    assert [e.source_id for e in events] == ["sns-9:ann@example.com", "sns-9:bob@example.com"]
+    assert len({e.source_id for e in events}) == 2
+
+
+def test_the_same_bounce_in_either_format_has_the_same_source_id() -> None:
+    """Identity notifications and event publishing report one bounce (one feedbackId)."""
+    published = json.loads((FIXTURES / "event_bounce_permanent.json").read_text())
+    notified = json.loads((FIXTURES / "notification_bounce_permanent.json").read_text())
+    published["bounce"]["feedbackId"] = notified["bounce"]["feedbackId"]
+    [ann, _] = parse_ses_message(json.dumps(published))
+    [same] = parse_ses_message(json.dumps(notified))
+    assert ann.source_id == same.source_id and ann.event_type == "bounce"
+
+
+def test_distinct_events_of_one_message_have_distinct_source_ids() -> None:
+    click = json.loads((FIXTURES / "event_click.json").read_text())
+    later = {**click, "click": {**click["click"], "timestamp": "2026-11-22T10:12:00.000Z"}}
+    other_link = {**click, "click": {**click["click"], "link": "https://app.example.com/x"}}
+    ids = {parse_ses_message(json.dumps(e))[0].source_id for e in (click, later, other_link)}
+    assert len(ids) == 3
+    assert parse_ses_message(json.dumps(click))[0].source_id in ids  # and stable
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"bouncedRecipients": ["ann@example.com"]},
+        {"bouncedRecipients": 7},
+        {"bouncedRecipients": [None]},
+    ],
+)
+def test_odd_recipient_lists_name_nobody(detail: dict[str, object]) -> None:
+    message = {
+        "eventType": "Bounce",
+        "mail": {"messageId": "m", "destination": 5},
+        "bounce": detail,
+    }
+    [event] = parse_ses_message(json.dumps(message))
+    assert event.recipient is None
 
 
 @pytest.mark.parametrize(
@@ -64,7 +101,7 @@ def test_one_event_per_bounced_recipient_with_distinct_source_ids() -> None:
 )
 def test_malformed_events_are_rejected_with_a_reason(message: str, reason: str) -> None:
     with pytest.raises(SesEventError, match=reason):
-        parse_ses_message(message, sns_message_id="s")
+        parse_ses_message(message)
 
 
 @pytest.mark.parametrize("depth", [100, 100_000])
@@ -72,4 +109,4 @@ def test_deeply_nested_events_are_rejected(depth: int) -> None:
     message = '{"eventType": "Send", "mail": {"messageId": "m", "x": ' + "[" * depth
     message += "]" * depth + "}}"
     with pytest.raises(SesEventError, match="nested"):
-        parse_ses_message(message, sns_message_id="s")
+        parse_ses_message(message)
