@@ -384,10 +384,18 @@ RETURNING factor
 
 -- record_event(source, source_id, event_type, subtype, provider_message_id, recipient, payload, occurred_at) --
 -- Stores one feedback event once (deduplicated by its source id); returns nothing when it
--- was seen before.
+-- was seen before. The event is linked to our message only if that message went to the
+-- recipient the event names: feedback about anyone else is kept, but unlinked.
 INSERT INTO outbox.event
     (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at)
-SELECT (SELECT m.id FROM outbox.message m WHERE m.provider_message_id = $5 ORDER BY m.id DESC LIMIT 1),
+SELECT (SELECT m.id
+          FROM outbox.message m
+         WHERE m.provider_message_id = $5
+           AND ($6::text IS NULL
+                OR outbox.normalize_recipient(m.channel, m.recipient)
+                   = outbox.normalize_recipient(m.channel, $6::text))
+         ORDER BY m.id DESC
+         LIMIT 1),
        $1, $2, $3, $4, $6, $7::jsonb, $8
 ON CONFLICT (source, source_id, event_type) DO NOTHING
 RETURNING id, message_id
@@ -414,9 +422,11 @@ DELETE FROM outbox.suppression
  WHERE channel = $1 AND recipient = outbox.normalize_recipient($1, $2)
 
 -- transient_bounces(recipient, window_seconds) --
+-- Only bounces of messages we sent to this recipient count.
 SELECT count(*)
   FROM outbox.event
  WHERE recipient = lower($1) AND event_type = 'bounce' AND subtype = 'Transient'
+   AND message_id IS NOT NULL
    AND created_at >= now() - make_interval(secs => $2)
 
 -- set_preference(channel, recipient, category, opted_out) --

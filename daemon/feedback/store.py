@@ -7,13 +7,17 @@ only place that knows these query names, and it translates driver errors.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import asyncpg
 
+from daemon.addresses import mask
 from outbox import sql
 from outbox.models import FeedbackEvent
 from outbox.store import _translated
+
+logger = logging.getLogger(__name__)
 
 #: Event type -> the message status it moves to.
 _STATUS_FOR_EVENT = {"delivery": "delivered", "complaint": "complained"}
@@ -38,7 +42,8 @@ class FeedbackStore:
     async def record(
         self, event: FeedbackEvent, *, source: str = "ses", transient_bounce_limit: int = 3
     ) -> FeedbackOutcome:
-        """Record ``event`` once, advance the message status, suppress if it calls for it."""
+        """Record ``event`` once; if it is about a message we sent to the recipient it
+        names, advance that message's status and suppress the recipient if it calls for it."""
         async with (
             _translated("record feedback"),
             self.pool.acquire() as conn,
@@ -58,8 +63,20 @@ class FeedbackStore:
             if row is None:
                 return FeedbackOutcome(duplicate=True)
             message_id = row["message_id"]
+            if message_id is None:
+                # Not about a message we sent to this recipient (another sender on the
+                # same SES identity or topic, or an address we never wrote to): kept for
+                # the record, but it suppresses nobody.
+                if event.recipient and event.event_type in ("bounce", "complaint"):
+                    logger.warning(
+                        "%s for %s does not match a message we sent; not suppressing",
+                        event.event_type,
+                        mask(event.recipient),
+                        extra={"action": "feedback", "provider": source},
+                    )
+                return FeedbackOutcome(False)
             status = _status_for(event)
-            if status is not None and message_id is not None:
+            if status is not None:
                 moved = await conn.fetchval(sql.get("advance_status"), message_id, status)
                 status = status if moved else None
             suppressed = await self._suppress_if_needed(conn, event, transient_bounce_limit)

@@ -108,3 +108,48 @@ async def test_preferences_round_trip_and_unsubscribe_does_not_block_transaction
     assert await feedback.suppression("email", "bob@example.com") == "complaint"
     await feedback.unsuppress("email", "bob@example.com")
     assert await feedback.suppression("email", "bob@example.com") is None
+
+
+async def test_a_bounce_about_someone_we_never_wrote_to_suppresses_nobody(
+    pool: asyncpg.Pool,
+) -> None:
+    feedback = FeedbackStore(pool)
+    foreign = await feedback.record(
+        _event("bounce", "f-1", provider_id="not-ours", recipient="victim@example.com",
+               bounce_type="Permanent")
+    )  # fmt: skip
+    assert (foreign.duplicate, foreign.message_id, foreign.suppressed) == (False, None, None)
+    complaint = await feedback.record(
+        _event("complaint", "f-2", provider_id="not-ours", recipient="victim@example.com",
+               complaint_type="abuse")
+    )  # fmt: skip
+    assert complaint.suppressed is None
+    assert await feedback.suppression("email", "victim@example.com") is None
+    assert await pool.fetchval("SELECT count(*) FROM outbox.event") == 2  # kept, unlinked
+
+
+async def test_feedback_on_our_message_naming_another_recipient_changes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    await _sent_message(pool, "ann@example.com")
+    feedback = FeedbackStore(pool)
+    outcome = await feedback.record(
+        _event("bounce", "x-1", recipient="victim@example.com", bounce_type="Permanent")
+    )
+    assert (outcome.message_id, outcome.status, outcome.suppressed) == (None, None, None)
+    assert await pool.fetchval("SELECT status FROM outbox.message") == "sent"
+    assert await pool.fetchval("SELECT count(*) FROM outbox.suppression") == 0
+
+
+async def test_foreign_transient_bounces_do_not_count_towards_suppression(
+    pool: asyncpg.Pool,
+) -> None:
+    await _sent_message(pool, "ann@example.com")
+    feedback = FeedbackStore(pool)
+    for i in range(3):
+        await feedback.record(
+            _event("bounce", f"elsewhere-{i}", provider_id=f"other-{i}", bounce_type="Transient")
+        )
+    own = await feedback.record(_event("bounce", "own-1", bounce_type="Transient"))
+    assert own.suppressed is None
+    assert await feedback.suppression("email", "ann@example.com") is None

@@ -276,3 +276,15 @@ async def test_one_bounce_counts_once_whatever_envelope_it_comes_in(
         status, text = await _post(running.url + "/webhooks/sns", body(fields))
         assert (status, text) == (200, expected)
     assert await pool.fetchval("SELECT count(*) FROM outbox.event") == 1
+
+
+async def test_a_signed_bounce_for_an_address_we_never_wrote_to_suppresses_nobody(
+    pool: asyncpg.Pool, running: Running
+) -> None:
+    bounce = (FIXTURES / "notification_bounce_permanent.json").read_text()
+    status, text = await _post(
+        running.url + "/webhooks/sns", body(running.signer.notification(bounce))
+    )
+    assert (status, text) == (200, "recorded 1 event(s)\n")
+    assert await pool.fetchval("SELECT count(*) FROM outbox.suppression") == 0
+    assert await pool.fetchval("SELECT message_id FROM outbox.event") is None
