@@ -81,6 +81,29 @@ def validate_phone(number: str) -> str:
     return e164
 
 
+#: Anything shaped like an email address, also URL-encoded (``ann%40example.com``), or an
+#: E.164 phone number, wherever it appears in a text.
+_ADDRESS_IN_TEXT = re.compile(
+    r"(?P<local>[\w.!#$%&'*+/=?^`{|}~-]+?)(?P<at>@|%40)(?P<domain>[\w-]+(?:\.[\w-]+)+)"
+    r"|(?<![\w+])(?P<phone>\+[1-9][0-9]{6,14})(?![0-9])",
+    re.IGNORECASE,
+)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every address in it masked as :func:`mask` does; for text we did not
+    write ourselves (server replies, exception messages) before it reaches a log."""
+    if "@" not in text and "%40" not in text and "+" not in text:
+        return text
+    return _ADDRESS_IN_TEXT.sub(_masked_match, text)
+
+
+def _masked_match(match: re.Match[str]) -> str:
+    if match["phone"]:
+        return mask(match["phone"])
+    return f"{match['local'][:1]}***{match['at']}{match['domain']}"
+
+
 def mask(recipient: str) -> str:
     """``a***@example.com`` / ``+44******789``: enough to debug, not enough to leak."""
     if "@" in recipient:

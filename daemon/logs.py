@@ -1,7 +1,8 @@
 """Logging: JSON lines for journald and containers, readable lines for a terminal.
 
 Stable structured fields (action, message_id, provider, channel, category, count, error)
-come from ``extra=``; values under secret-looking keys are never written.
+come from ``extra=``; values under secret-looking keys are never written, and no email
+address or phone number is written in full, wherever it appears (see :class:`MaskAddresses`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+from daemon.addresses import mask_text
 
 FIELDS = ("action", "message_id", "provider", "channel", "category", "recipient", "count", "error")
 _SECRET_KEYS = ("password", "secret", "token", "authorization", "credential")
@@ -27,6 +30,33 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return extras
 
 
+class MaskAddresses(logging.Filter):
+    """Masks addresses in every record the handler writes: the message and its arguments,
+    string fields, exception and stack text. Ours are masked where they are logged; this
+    catches the others, such as an SMTP server's reply quoting the recipient, or a
+    library's own log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: the handler reports it as logging does
+            return True
+        record.msg, record.args = mask_text(message), None
+        for key, value in vars(record).items():
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, mask_text(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True
+
+
+_PLAIN = logging.Formatter()
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -36,8 +66,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update(_extras(record))
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
@@ -67,6 +99,7 @@ def setup(
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json(fmt, stream) else TextFormatter())
+    handler.addFilter(MaskAddresses())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

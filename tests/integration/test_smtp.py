@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import io
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
+from daemon import logs
 from daemon.providers.smtp import SmtpProvider
 from daemon.settings import SmtpSettings
 from outbox import errors
@@ -213,3 +216,22 @@ async def test_a_send_past_its_timeout_is_cut_off_and_retried(
     assert cut_off and all(c.status == "pending" for c in cut_off)
     assert set(server.recipients) == {f"user{i}@example.com" for i in range(6)}
     assert await pool.fetchval("SELECT max(attempts) FROM outbox.message") > 1
+
+
+async def test_a_server_reply_quoting_the_recipient_is_masked_in_the_logs(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
+) -> None:
+    smtp_sink.replies = ["550 5.1.1 <gone@example.com>: Recipient address rejected"]
+    bad = await enqueue(pool, channel="email", recipient="gone@example.com",
+                        template="welcome", context=CONTEXT)  # fmt: skip
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.setup("json", "INFO", stream)
+    try:
+        await drain(make_settings(database_url, tmp_path, **_smtp(smtp_sink)), database_url)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert (await statuses(pool))[bad]["status"] == "failed"
+    assert "<g***@example.com>: Recipient address rejected" in stream.getvalue()
+    assert "gone@example.com" not in stream.getvalue()

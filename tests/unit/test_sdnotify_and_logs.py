@@ -74,3 +74,21 @@ def test_text_lines_are_readable() -> None:
     log.warning("retrying", extra={"action": "send", "channel": "email"})
     line = stream.getvalue().strip()
     assert "WARNING" in line and "retrying" in line and "action=send channel=email" in line
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_addresses_are_masked_wherever_a_record_carries_them(fmt: str) -> None:
+    stream, log = _capture(fmt)
+    fields = {"error": "RCPT bob@example.org refused", "recipient": "+14155552671"}
+    log.warning("SMTP %s", "550 5.1.1 <ann@example.com>: no such user", extra=fields)
+    logging.getLogger("aiosmtplib").warning("reply quoted carol@example.net")
+    try:
+        raise ValueError("dave@example.com bounced")
+    except ValueError:
+        log.exception("send failed for erin%40example.com")
+    out = stream.getvalue()
+    for whole in ("ann@", "bob@", "carol@", "dave@", "erin%40", "4155552671"):
+        assert whole not in out, whole
+    for masked in ("a***@example.com", "b***@example.org", "c***@example.net",
+                   "d***@example.com", "e***%40example.com", "+14******671"):  # fmt: skip
+        assert masked in out, masked
