@@ -11,7 +11,7 @@ from aiohttp import web
 from daemon.feedback import certificates
 from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
-from daemon.http import health, preferences, unsubscribe, webhooks
+from daemon.http import health, html, preferences, unsubscribe, webhooks
 from daemon.http.state import ServiceState
 from daemon.people.profiles import PeopleStore
 from daemon.settings import ENV_PREFIX
@@ -47,6 +47,7 @@ def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Applicat
         store=PeopleStore(state.store.pool),
         categories=settings.people.categories,
     )
+    app.on_response_prepare.append(html.add_safety_headers)
     return app
 
 

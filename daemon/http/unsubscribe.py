@@ -2,72 +2,115 @@
 manages categories (the links themselves are made by :mod:`daemon.delivery.links`).
 
 ``GET`` never changes anything (mail scanners prefetch links); ``POST`` does, and answers
-with a page or a short text, never a redirect.
+with a page or a short text, never a redirect. The token names who the page is about
+(:mod:`outbox.tokens`); the page shows that address masked, and its forms post the same
+token back. Each form ``action`` is one entry of :data:`ACTIONS`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-import jinja2
 from aiohttp import web
+from multidict import MultiDict
 
 from daemon.addresses import mask
 from daemon.feedback.store import FeedbackStore
+from daemon.http import html
+from daemon.http.forms import FormRejected, read_form
 from outbox import errors
 from outbox.tokens import InvalidToken, UnsubscribeClaim, read_token
 
 logger = logging.getLogger(__name__)
 
-_PAGES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
-
-
 KEYS: web.AppKey[list[bytes]] = web.AppKey("unsubscribe_keys")
 STORE = web.AppKey("unsubscribe_store", FeedbackStore)
+MAX_TOKEN_LENGTH = 2048
 
 
 def _claim(request: web.Request) -> UnsubscribeClaim | None:
     token = request.query.get("token", "")
-    if not token or len(token) > 2048:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
+    keys: list[bytes] = request.app[KEYS]
     try:
-        keys: list[bytes] = request.app[KEYS]
         return read_token(keys, token)
     except InvalidToken:
         return None
 
 
-def _page(status: int, **context: Any) -> web.Response:
-    html = _PAGES.get_template("unsubscribe.html.j2").render(
-        state=context.pop("state"), **{"claim": None, "masked": "", "categories": {}, **context}
+def _page(
+    status: int,
+    state: str,
+    claim: UnsubscribeClaim | None = None,
+    categories: Mapping[str, bool] | None = None,
+    token: str = "",
+) -> web.Response:
+    return html.page(
+        "unsubscribe.html.j2",
+        status=status,
+        state=state,
+        claim=claim,
+        masked=mask(claim.recipient) if claim else "",
+        categories=dict(sorted((categories or {}).items())),
+        token=token,
     )
-    return web.Response(status=status, text=html, content_type="text/html", charset="utf-8")
 
 
 async def unsubscribe_page(request: web.Request) -> web.Response:
     claim = _claim(request)
     if claim is None:
-        return _page(400, state="invalid")
+        return _page(400, "invalid")
     try:
         preferences = await request.app[STORE].preferences(claim.channel, claim.recipient)
     except errors.DatabaseError:
-        return _page(503, state="unavailable")
+        return _page(503, "unavailable")
     categories = {claim.category: preferences.get(claim.category, False), **preferences}
-    return _page(
-        200,
-        state="confirm",
-        claim=claim,
-        masked=mask(claim.recipient),
-        categories=dict(sorted(categories.items())),
-        token=request.query["token"],
-    )
+    return _page(200, "confirm", claim, categories, request.query["token"])
+
+
+# Form actions: each changes the recipient's choices and names the page state to show.
+Action = Callable[[FeedbackStore, UnsubscribeClaim, MultiDict[str]], Awaitable[str]]
+
+
+async def _unsubscribe(store: FeedbackStore, claim: UnsubscribeClaim, _: MultiDict[str]) -> str:
+    await store.set_preference(claim.channel, claim.recipient, claim.category, opted_out=True)
+    logger.info(
+        "unsubscribed from %s", claim.category,
+        extra={"action": "unsubscribe", "category": claim.category,
+               "recipient": mask(claim.recipient)},
+    )  # fmt: skip
+    return "done"
+
+
+async def _unsubscribe_all(store: FeedbackStore, claim: UnsubscribeClaim, _: MultiDict[str]) -> str:
+    await store.suppress(claim.channel, claim.recipient, "unsubscribe", "from all categories")
+    return "all"
+
+
+async def _save(store: FeedbackStore, claim: UnsubscribeClaim, form: MultiDict[str]) -> str:
+    keep = set(form.getall("keep", []))
+    known = await store.preferences(claim.channel, claim.recipient)
+    for category in {claim.category, *known}:
+        await store.set_preference(
+            claim.channel, claim.recipient, category, opted_out=category not in keep
+        )
+    return "saved"
+
+
+async def _resubscribe(store: FeedbackStore, claim: UnsubscribeClaim, _: MultiDict[str]) -> str:
+    await store.set_preference(claim.channel, claim.recipient, claim.category, opted_out=False)
+    await store.unsuppress_unsubscribed(claim.channel, claim.recipient)
+    return "resubscribed"
+
+
+ACTIONS: dict[str, Action] = {
+    "unsubscribe": _unsubscribe,
+    "all": _unsubscribe_all,
+    "save": _save,
+    "resubscribe": _resubscribe,
+}
 
 
 async def unsubscribe_post(request: web.Request) -> web.Response:
@@ -75,59 +118,26 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
     if claim is None:
         return web.Response(status=400, text="invalid or expired unsubscribe link\n")
     try:
-        form = await request.post()
-    except ValueError:
-        return web.Response(status=400, text="unreadable form\n")
+        form = await read_form(request)
+    except FormRejected as exc:
+        return web.Response(status=exc.status, text=f"{exc.reason}\n")
     store = request.app[STORE]
     one_click = form.get("List-Unsubscribe") == "One-Click"
     # The page's "unsubscribe from all" button overrides the form's hidden default action.
-    actions = [str(a) for a in form.getall("action", ["unsubscribe"])]
-    action = "all" if "all" in actions else actions[0]
+    names = form.getall("action", ["unsubscribe"])
+    action = ACTIONS.get("all" if "all" in names else names[0])
+    if action is None and not one_click:
+        return web.Response(status=400, text="unknown action\n")
     try:
-        if one_click or action == "unsubscribe":
-            await store.set_preference(
-                claim.channel, claim.recipient, claim.category, opted_out=True
-            )
-            logger.info(
-                "unsubscribed from %s", claim.category,
-                extra={"action": "unsubscribe", "category": claim.category,
-                       "recipient": mask(claim.recipient)},
-            )  # fmt: skip
-            if one_click:
-                return web.Response(text="unsubscribed\n")
-            state = "done"
-        elif action == "all":
-            await store.suppress(
-                claim.channel, claim.recipient, "unsubscribe", "from all categories"
-            )
-            state = "all"
-        elif action == "save":
-            keep = set(form.getall("keep", []))
-            known = await store.preferences(claim.channel, claim.recipient)
-            for category in {claim.category, *known}:
-                await store.set_preference(
-                    claim.channel, claim.recipient, category, opted_out=category not in keep
-                )
-            state = "saved"
-        elif action == "resubscribe":
-            await store.set_preference(
-                claim.channel, claim.recipient, claim.category, opted_out=False
-            )
-            await store.unsuppress_unsubscribed(claim.channel, claim.recipient)
-            state = "resubscribed"
-        else:
-            return web.Response(status=400, text="unknown action\n")
+        if one_click:
+            await _unsubscribe(store, claim, form)
+            return web.Response(text="unsubscribed\n")
+        assert action is not None
+        state = await action(store, claim, form)
         preferences = await store.preferences(claim.channel, claim.recipient)
     except errors.DatabaseError:
-        return _page(503, state="unavailable")
-    return _page(
-        200,
-        state=state,
-        claim=claim,
-        masked=mask(claim.recipient),
-        categories=dict(sorted(preferences.items())),
-        token=request.query["token"],
-    )
+        return _page(503, "unavailable")
+    return _page(200, state, claim, preferences, request.query["token"])
 
 
 def setup(app: web.Application, *, keys: Sequence[bytes], store: FeedbackStore) -> None:

@@ -75,6 +75,9 @@ def test_confirm_then_manage_categories_in_a_browser(
     assert "Unsubscribe from" in browser.find_element(By.TAG_NAME, "h1").text
     assert "v***@example.com" in browser.page_source
     assert asyncio.run(_preferences(database_url)) == {}  # viewing changes nothing
+    # The page's own <style> applies under its Content-Security-Policy (light or dark).
+    background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert background in ("rgb(245, 247, 250)", "rgb(18, 22, 28)")
     browser.save_screenshot(str(tmp_path / "confirm.png"))
 
     browser.find_element(By.XPATH, "//button[normalize-space()='Unsubscribe']").click()

@@ -288,3 +288,57 @@ async def test_a_signed_bounce_for_an_address_we_never_wrote_to_suppresses_nobod
     assert (status, text) == (200, "recorded 1 event(s)\n")
     assert await pool.fetchval("SELECT count(*) FROM outbox.suppression") == 0
     assert await pool.fetchval("SELECT message_id FROM outbox.event") is None
+
+
+def _local_unsubscribe_url(running: Running, recipient: str, category: str = "news") -> str:
+    url = running.daemon.links.url("email", recipient, category)  # type: ignore[attr-defined]
+    return running.url + "/unsubscribe?" + urlsplit(url).query
+
+
+async def _raw_post(url: str, data: bytes, content_type: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=data, headers={"Content-Type": content_type}) as response,
+    ):
+        return response.status, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        (b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n'
+         b'--b\r\nContent-Disposition: form-data; name="keep"; filename="x.txt"\r\n'
+         b"Content-Type: text/plain\r\n\r\nhello\r\n--b--\r\n",
+         "multipart/form-data; boundary=b", 400),
+        (b"List-Unsubscribe=One-Click", "application/x-www-form-urlencoded; charset=bogus-9", 415),
+        (b"action=save&keep=%FF", "application/x-www-form-urlencoded", 400),
+        (b'--b\r\nContent-Disposition: form-data; name="action"\r\nContent-Type: text/plain; '
+         b'charset=no-such\r\n\r\nsave\r\n--b--\r\n', "multipart/form-data; boundary=b", 415),
+        (b"List-Unsubscribe=One-Click", "multipart/form-data", 400),
+        (b"List-Unsubscribe=One-Click", "multipart/form-data; boundary=", 400),
+        (b"{}", "application/json", 415),
+        (b"List-Unsubscribe=One-Click", "application/x-www-form-urlencoded; charset=\"", 415),
+    ],
+)  # fmt: skip
+async def test_unreadable_unsubscribe_forms_are_4xx_and_change_nothing(
+    pool: asyncpg.Pool, running: Running, data: bytes, content_type: str, status: int
+) -> None:
+    url = _local_unsubscribe_url(running, "fay@example.com")
+    code, _ = await _raw_post(url, data, content_type)
+    assert code == status
+    assert await pool.fetchval("SELECT count(*) FROM outbox.preference") == 0
+
+
+async def test_pages_cannot_be_framed_sniffed_or_cached(running: Running) -> None:
+    url = _local_unsubscribe_url(running, "gus@example.com")
+    for target in (url, running.url + "/unsubscribe?token=bogus"):
+        _, _, headers = await _get(target)
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["Cache-Control"] == "no-store"
+        policy = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+        assert "script-src" not in policy and "unsafe-inline" not in policy
+    _, _, headers = await _get(running.url + "/healthz")
+    assert headers["X-Content-Type-Options"] == "nosniff"
