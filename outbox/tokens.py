@@ -1,12 +1,22 @@
-"""Unsubscribe tokens: HMAC-SHA256 over (channel, recipient, category, issued_at).
+"""Unsubscribe tokens: opaque, authenticated, and dated.
 
-Signed with the first key; any configured key verifies, so keys can be rotated by
-putting the new key first and dropping the old one once its links have aged out.
+A token is a Fernet token (AES-128-CBC and HMAC-SHA256, from ``cryptography``) of
+``[channel, recipient, category]``, without its base64 padding: nothing in the URL says
+who it is about, and any change to it is detected. Its key is derived (HKDF-SHA256) from
+OUTBOXD_SECRET_KEY; the first key encrypts, every configured key decrypts, so keys are
+rotated by putting the new key first and dropping the old one once its links have aged
+out (``max_age_seconds``, OUTBOXD_HTTP__UNSUBSCRIBE_TOKEN_DAYS).
+
+Tokens of the earlier format (``<base64url JSON with the plain address>.<HMAC>``) are
+still read, for ``legacy_max_age_seconds`` after they were issued
+(OUTBOXD_HTTP__LEGACY_TOKEN_DAYS), so links already in mailboxes keep working while
+they fade out.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -14,11 +24,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_SIG_BYTES = 16  # 128 bits of HMAC-SHA256: ample against forgery, short in a URL
+from cryptography.fernet import Fernet
+from cryptography.fernet import InvalidToken as FernetInvalid
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_LEGACY_SIG_BYTES = 16
+_KDF_INFO = b"outboxd unsubscribe token v2"
 
 
 class InvalidToken(ValueError):
-    """The token is malformed, tampered with, signed by an unknown key, or expired."""
+    """The token is malformed, tampered with, made with an unknown key, or expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +58,10 @@ def _unb64(text: str) -> bytes:
     return data
 
 
-def _sign(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, payload, hashlib.sha256).digest()[:_SIG_BYTES]
+@functools.lru_cache(maxsize=16)
+def _fernet(key: bytes) -> Fernet:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KDF_INFO).derive(key)
+    return Fernet(base64.urlsafe_b64encode(derived))
 
 
 def make_token(
@@ -54,38 +72,91 @@ def make_token(
     category: str,
     issued_at: int | None = None,
 ) -> str:
-    """A URL-safe token naming who unsubscribes from what."""
+    """An opaque, URL-safe token naming who unsubscribes from what."""
     if not keys:
         raise InvalidToken("no signing key configured")
     issued = int(time.time()) if issued_at is None else issued_at
     payload = json.dumps(
-        [channel, recipient, category, issued], separators=(",", ":"), ensure_ascii=False
+        [channel, recipient, category], separators=(",", ":"), ensure_ascii=False
     ).encode("utf-8")
-    return f"{_b64(payload)}.{_b64(_sign(keys[0], payload))}"
+    return _fernet(keys[0]).encrypt_at_time(payload, issued).decode("ascii").rstrip("=")
 
 
 def read_token(
-    keys: Sequence[bytes], token: str, *, max_age_seconds: int | None = None
+    keys: Sequence[bytes],
+    token: str,
+    *,
+    max_age_seconds: float | None = None,
+    legacy_max_age_seconds: float | None = None,
+    now: float | None = None,
 ) -> UnsubscribeClaim:
-    """Verify ``token``; raises :class:`InvalidToken` for anything but a genuine one."""
+    """Verify ``token``; raises :class:`InvalidToken` for anything but a genuine one
+    issued less than ``max_age_seconds`` ago (and, for the earlier format, less than
+    ``legacy_max_age_seconds``)."""
     if not keys:
         raise InvalidToken("no verification key configured")
+    if not isinstance(token, str) or not token.isascii():
+        raise InvalidToken("malformed token")
+    if "." in token:
+        claim = _read_legacy(keys, token)
+        if legacy_max_age_seconds is not None:
+            _check_age(claim, legacy_max_age_seconds, now)
+    else:
+        claim = _read(keys, token)
+    if max_age_seconds is not None:
+        _check_age(claim, max_age_seconds, now)
+    return claim
+
+
+def _read(keys: Sequence[bytes], token: str) -> UnsubscribeClaim:
+    try:
+        padded = base64.urlsafe_b64encode(_unb64(token))
+    except ValueError as exc:
+        raise InvalidToken("malformed token") from exc
+    for key in keys:
+        fernet = _fernet(key)
+        try:
+            payload = fernet.decrypt(padded)
+        except FernetInvalid:
+            continue
+        issued_at = fernet.extract_timestamp(padded)
+        return _claim(payload, issued_at)
+    raise InvalidToken("bad token")
+
+
+def _read_legacy(keys: Sequence[bytes], token: str) -> UnsubscribeClaim:
     try:
         encoded_payload, encoded_sig = token.split(".")
         payload = _unb64(encoded_payload)
         signature = _unb64(encoded_sig)
     except (ValueError, TypeError) as exc:
         raise InvalidToken("malformed token") from exc
-    if not any(hmac.compare_digest(_sign(key, payload), signature) for key in keys):
+    if not any(
+        hmac.compare_digest(
+            hmac.new(key, payload, hashlib.sha256).digest()[:_LEGACY_SIG_BYTES], signature
+        )
+        for key in keys
+    ):
         raise InvalidToken("bad signature")
     try:
-        channel, recipient, category, issued_at = json.loads(payload.decode("utf-8"))
+        *fields, issued_at = json.loads(payload.decode("utf-8"))
     except (ValueError, TypeError) as exc:
         raise InvalidToken("malformed payload") from exc
-    if not all(isinstance(v, str) for v in (channel, recipient, category)) or not isinstance(
-        issued_at, int
-    ):
+    if not isinstance(issued_at, int) or isinstance(issued_at, bool):
         raise InvalidToken("malformed payload")
-    if max_age_seconds is not None and time.time() - issued_at > max_age_seconds:
-        raise InvalidToken("expired token")
+    return _claim(json.dumps(fields).encode(), issued_at)
+
+
+def _claim(payload: bytes, issued_at: int) -> UnsubscribeClaim:
+    try:
+        channel, recipient, category = json.loads(payload.decode("utf-8"))
+    except (ValueError, TypeError) as exc:
+        raise InvalidToken("malformed payload") from exc
+    if not all(isinstance(v, str) for v in (channel, recipient, category)):
+        raise InvalidToken("malformed payload")
     return UnsubscribeClaim(channel, recipient, category, issued_at)
+
+
+def _check_age(claim: UnsubscribeClaim, max_age_seconds: float, now: float | None) -> None:
+    if (time.time() if now is None else now) - claim.issued_at > max_age_seconds:
+        raise InvalidToken("expired token")

@@ -40,7 +40,12 @@ def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Applicat
         confirmer=webhooks.https_confirmer(client),
         transient_bounce_limit=settings.feedback.transient_bounce_limit,
     )
-    unsubscribe.setup(app, keys=state.signing_keys, store=feedback)
+    tokens = unsubscribe.TokenRules(
+        keys=list(state.signing_keys),
+        max_age_seconds=settings.http.unsubscribe_token_days * unsubscribe.DAY,
+        legacy_max_age_seconds=settings.http.legacy_token_days * unsubscribe.DAY,
+    )
+    unsubscribe.setup(app, tokens=tokens, store=feedback)
     preferences.setup(
         app,
         keys=state.signing_keys,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import MultiDict
@@ -24,18 +25,37 @@ from outbox.tokens import InvalidToken, UnsubscribeClaim, read_token
 
 logger = logging.getLogger(__name__)
 
-KEYS: web.AppKey[list[bytes]] = web.AppKey("unsubscribe_keys")
-STORE = web.AppKey("unsubscribe_store", FeedbackStore)
 MAX_TOKEN_LENGTH = 2048
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """Which unsubscribe tokens are accepted: the keys, and how old a token may be."""
+
+    keys: Sequence[bytes]
+    #: OUTBOXD_HTTP__UNSUBSCRIBE_TOKEN_DAYS, in seconds.
+    max_age_seconds: float = 365 * DAY
+    #: OUTBOXD_HTTP__LEGACY_TOKEN_DAYS, in seconds: the earlier, address-bearing format.
+    legacy_max_age_seconds: float = 90 * DAY
+
+
+TOKENS = web.AppKey("unsubscribe_tokens", TokenRules)
+STORE = web.AppKey("unsubscribe_store", FeedbackStore)
 
 
 def _claim(request: web.Request) -> UnsubscribeClaim | None:
     token = request.query.get("token", "")
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    keys: list[bytes] = request.app[KEYS]
+    rules = request.app[TOKENS]
     try:
-        return read_token(keys, token)
+        return read_token(
+            rules.keys,
+            token,
+            max_age_seconds=rules.max_age_seconds,
+            legacy_max_age_seconds=rules.legacy_max_age_seconds,
+        )
     except InvalidToken:
         return None
 
@@ -140,8 +160,8 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
     return _page(200, state, claim, preferences, request.query["token"])
 
 
-def setup(app: web.Application, *, keys: Sequence[bytes], store: FeedbackStore) -> None:
-    app[KEYS] = list(keys)
+def setup(app: web.Application, *, tokens: TokenRules, store: FeedbackStore) -> None:
+    app[TOKENS] = tokens
     app[STORE] = store
     app.router.add_get("/unsubscribe", unsubscribe_page)
     app.router.add_post("/unsubscribe", unsubscribe_post)

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import email_validator
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode
 
 ENV_PREFIX = "OUTBOXD_"
@@ -92,6 +100,13 @@ class SmsSettings(_Section):
     rate: float = Field(0.0, ge=0, description="Max SMS per second for the whole cluster.")
     sender_id: str | None = Field(None, description="Alphanumeric SenderID, where supported.")
     max_price: float | None = Field(None, gt=0, description="Max price per SMS in USD (SNS).")
+    max_segments: int = Field(
+        6,
+        ge=1,
+        le=20,
+        description="An SMS longer than this many segments (160 GSM-7 or 70 UCS-2 characters "
+        "for one; 153 or 67 each when split) fails instead of being sent (SNS).",
+    )
 
 
 class SmtpTls(enum.StrEnum):
@@ -128,9 +143,53 @@ class FileSettings(_Section):
 
 
 class HttpSettings(_Section):
-    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    host: str = Field(
+        "127.0.0.1", description="Address the public HTTP server (webhook, unsubscribe) binds."
+    )
     port: int = Field(8025, ge=0, le=65535, description="Port the HTTP server binds; 0 = any.")
     enabled: bool = Field(True, description="Serve HTTP at all.")
+    admin_host: str = Field(
+        "127.0.0.1",
+        description="Address of the admin server (/metrics, detailed /readyz); keep it private.",
+    )
+    admin_port: int = Field(8026, ge=0, le=65535, description="Port of the admin server; 0 = any.")
+    max_connections: int = Field(
+        512,
+        ge=1,
+        le=100_000,
+        description="Open connections the public server holds at most; at the cap, the one "
+        "idle longest is closed for a new one (the file-descriptor limit is raised to its "
+        "maximum at start and this is kept to a quarter of it).",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a complete request head (also the idle "
+        "keep-alive time) before the connection is closed.",
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client has to send a request body (else 408)."
+    )
+    unsubscribe_token_days: float = Field(
+        365.0, gt=0, description="How long an unsubscribe link works after it was sent."
+    )
+    legacy_token_days: float = Field(
+        90.0,
+        ge=0,
+        description="How long unsubscribe links of the earlier format (with the address in "
+        "them) keep working after they were sent; 0 refuses them.",
+    )
+
+    @field_validator("admin_port")
+    @classmethod
+    def _off_the_public_port(cls, port: int, info: ValidationInfo) -> int:
+        public = (info.data.get("host"), info.data.get("port"))
+        if port and (info.data.get("admin_host"), port) == public:
+            raise ValueError(
+                f"must differ from {ENV_PREFIX}HTTP__PORT on the same host "
+                "(metrics and health details stay off the public port)"
+            )
+        return port
 
 
 class FeedbackSettings(_Section):

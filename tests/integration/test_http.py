@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from daemon.main import Daemon
 from tests.integration.daemon_helpers import Recorder, make_settings, statuses
 from tests.integration.enqueue_helpers import enqueue_one
 from tests.sns_signing import TOPIC, Signer, body
+from tests.unit.test_tokens import legacy_token
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ses"
 
@@ -342,3 +345,37 @@ async def test_pages_cannot_be_framed_sniffed_or_cached(running: Running) -> Non
         assert "script-src" not in policy and "unsafe-inline" not in policy
     _, _, headers = await _get(running.url + "/healthz")
     assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_unsubscribe_links_do_not_show_the_address(
+    pool: asyncpg.Pool, running: Running
+) -> None:
+    context = {"name": "Hal", "balance": 1, "currency": "EUR", "top_up_url": "https://x.example"}
+    sent = await _sent_email(
+        pool, running, recipient="hal.jordan@example.com", template="billing/low_balance",
+        context=context, category="news",
+    )  # fmt: skip
+    link = _unsubscribe_url(running.outgoing / f"{sent}.eml")
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    padded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert b"hal" not in padded.lower() and "hal" not in link.lower()
+    status, page, _ = await _get(running.url + "/unsubscribe?" + urlsplit(link).query)
+    assert status == 200 and "h***@example.com" in page
+
+
+async def test_links_of_the_earlier_format_work_through_the_rotation_period(
+    pool: asyncpg.Pool, running: Running
+) -> None:
+    now = int(time.time())
+    fresh = legacy_token(b"test-key-1", "email", "ivy@example.com", "news", now - 86400)
+    stale = legacy_token(b"test-key-1", "email", "ivy@example.com", "news", now - 91 * 86400)
+    status, _ = await _post(
+        f"{running.url}/unsubscribe?token={stale}", {"List-Unsubscribe": "One-Click"}
+    )
+    assert status == 400
+    assert await pool.fetchval("SELECT count(*) FROM outbox.preference") == 0
+    status, text = await _post(
+        f"{running.url}/unsubscribe?token={fresh}", {"List-Unsubscribe": "One-Click"}
+    )
+    assert (status, text) == (200, "unsubscribed\n")
+    assert await pool.fetchval("SELECT recipient FROM outbox.preference") == "ivy@example.com"

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 
 import pytest
 from hypothesis import given
@@ -9,6 +12,16 @@ from hypothesis import strategies as st
 from outbox.tokens import InvalidToken, make_token, read_token
 
 KEY, OLD = b"k" * 32, b"o" * 32
+DAY = 86400
+
+
+def legacy_token(key: bytes, channel: str, recipient: str, category: str, issued: int) -> str:
+    """A token as outboxd made them before they became opaque (the plain address inside)."""
+    payload = json.dumps([channel, recipient, category, issued], separators=(",", ":"),
+                         ensure_ascii=False).encode()  # fmt: skip
+    signature = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
+    return f"{b64(payload)}.{b64(signature)}"
 
 
 def test_round_trip() -> None:
@@ -18,7 +31,16 @@ def test_round_trip() -> None:
     assert len(token) < 200
 
 
-def test_rotation_accepts_tokens_signed_by_an_older_key() -> None:
+@pytest.mark.parametrize("recipient", ["ann@example.com", "+14155552671"])
+def test_tokens_are_opaque(recipient: str) -> None:
+    token = make_token([KEY], channel="email", recipient=recipient, category="news")
+    decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for form in (recipient, recipient.split("@")[0], recipient[1:]):
+        assert form not in token and form.encode() not in decoded
+    assert "=" not in token and token.isascii()
+
+
+def test_rotation_accepts_tokens_made_with_an_older_key() -> None:
     token = make_token([OLD], channel="email", recipient="a@b.c", category="news")
     assert read_token([KEY, OLD], token).recipient == "a@b.c"
     with pytest.raises(InvalidToken):
@@ -27,18 +49,34 @@ def test_rotation_accepts_tokens_signed_by_an_older_key() -> None:
 
 def test_expiry() -> None:
     token = make_token([KEY], channel="email", recipient="a@b.c", category="n", issued_at=1000)
+    assert read_token([KEY], token, max_age_seconds=60, now=1059).issued_at == 1000
     with pytest.raises(InvalidToken, match="expired"):
-        read_token([KEY], token, max_age_seconds=60)
+        read_token([KEY], token, max_age_seconds=60, now=1061)
 
 
-@pytest.mark.parametrize("bad", ["", ".", "abc", "a.b.c", "!!!.???", "e30.AAAA"])
+def test_earlier_tokens_work_through_the_rotation_period_only() -> None:
+    token = legacy_token(KEY, "email", "a@b.c", "news", 1000)
+    claim = read_token([KEY], token, max_age_seconds=365 * DAY, legacy_max_age_seconds=90 * DAY,
+                       now=1000 + 89 * DAY)  # fmt: skip
+    assert (claim.recipient, claim.category, claim.issued_at) == ("a@b.c", "news", 1000)
+    with pytest.raises(InvalidToken, match="expired"):
+        read_token([KEY], token, legacy_max_age_seconds=90 * DAY, now=1000 + 91 * DAY)
+    # A new-format token of the same age is still good.
+    fresh = make_token([KEY], channel="email", recipient="a@b.c", category="n", issued_at=1000)
+    assert read_token([KEY], fresh, max_age_seconds=365 * DAY, legacy_max_age_seconds=90 * DAY,
+                      now=1000 + 91 * DAY)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bad", ["", ".", "abc", "a.b.c", "!!!.???", "e30.AAAA", "gAAAAA", "gAAAA\u00e9", "g A", "a=="]
+)
 def test_garbage_is_invalid(bad: str) -> None:
     with pytest.raises(InvalidToken):
         read_token([KEY], bad)
 
 
-def test_forged_payload_with_valid_looking_signature_is_invalid() -> None:
-    token = make_token([KEY], channel="email", recipient="a@b.c", category="news")
+def test_forged_legacy_payload_with_valid_looking_signature_is_invalid() -> None:
+    token = legacy_token(KEY, "email", "a@b.c", "news", 1000)
     _, sig = token.split(".")
     forged = base64.urlsafe_b64encode(b'["email","victim@b.c","news",1]').rstrip(b"=").decode()
     with pytest.raises(InvalidToken):
