@@ -78,7 +78,19 @@ def validate_phone(number: str) -> str:
         raise errors.InvalidRecipient(
             f"invalid phone number {mask(number)!r}: not in E.164 form (expected {mask(e164)})"
         )
+    kind = _COSTLY_NUMBER_TYPES.get(phonenumbers.number_type(parsed))
+    if kind is None and phonenumbers.shortnumberinfo.is_valid_short_number(parsed):
+        kind = "a short code"
+    if kind is not None:
+        raise errors.InvalidRecipient(f"refused phone number {mask(number)!r}: {kind}")
     return e164
+
+
+#: Numbers that cost more than an SMS (or charge the sender per message), by their type.
+_COSTLY_NUMBER_TYPES = {
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
+}
 
 
 #: Anything shaped like an email address, also URL-encoded (``ann%40example.com``), or an

@@ -101,6 +101,19 @@ async def test_sns_invalid_phone_fails_before_any_call(fake_aws: FakeAws) -> Non
     assert fake_aws.requests == []
 
 
+async def test_sns_refuses_premium_numbers_and_overlong_texts_before_any_call(
+    fake_aws: FakeAws,
+) -> None:
+    provider = SnsSmsProvider(AwsSettings(endpoint_url=fake_aws.url), SmsSettings(max_segments=2))
+    async with provider:
+        with pytest.raises(errors.InvalidRecipient, match="premium-rate"):
+            await provider.send(_message("+19002345678", channel="sms"), Rendered(sms="x"))
+        with pytest.raises(errors.PermanentError, match="3 segments"):
+            await provider.send(_message("+14155552671", channel="sms"), Rendered(sms="a" * 307))
+        assert provider.request(_message("+14155552671", channel="sms"), Rendered(sms="a" * 306))
+    assert fake_aws.requests == []
+
+
 async def test_ses_request_carries_headers_tags_and_configuration_set(fake_aws: FakeAws) -> None:
     provider = SesProvider(
         AwsSettings(endpoint_url=fake_aws.url), SesSettings(configuration_set="outboxd"),

@@ -27,6 +27,7 @@ CORPUS: dict[str, tuple[NewMessage, str, str]] = {
     "invalid email": (NewMessage("email", "not-an-address", "welcome", GOOD), "failed", "invalid email address"),
     "header injection": (NewMessage("email", "a@example.com\r\nBcc: x@example.com", "welcome", GOOD), "failed", "invalid email address"),
     "invalid phone": (NewMessage("sms", "+1234", "sms_only", {"code": "1"}), "failed", "invalid phone number"),
+    "premium-rate phone": (NewMessage("sms", "+19002345678", "sms_only", {"code": "1"}), "failed", "premium-rate number"),
     "phone not E.164": (NewMessage("sms", "4155552671", "sms_only", {"code": "1"}), "failed", "E.164"),
     "sms without sms part": (NewMessage("sms", "+14155552671", "welcome", GOOD), "failed", "no sms.j2"),
     "email without email parts": (NewMessage("email", "a@example.com", "sms_only", {"code": "1"}), "failed", "no subject.j2"),

@@ -7,6 +7,7 @@ import pytest
 
 from daemon import addresses
 from daemon.addresses import mask, validate_email, validate_phone
+from daemon.providers.sns import sms_segments
 from outbox import errors
 
 
@@ -113,3 +114,38 @@ def test_plain_addresses_take_the_shortcut(address: str, normalised: str) -> Non
 )
 def test_other_addresses_go_to_email_validator(address: str) -> None:
     assert addresses._plain_address(address) is None
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [
+        ("+19002345678", "premium-rate"),
+        ("+449012345678", "premium-rate"),
+        ("+33891123456", "premium-rate"),
+        ("+33884012345", "shared-cost"),
+        ("+34901123456", "shared-cost"),
+        ("+611300123456", "shared-cost"),
+    ],
+)
+def test_costly_numbers_are_refused(number: str, kind: str) -> None:
+    with pytest.raises(errors.InvalidRecipient, match=kind) as caught:
+        validate_phone(number)
+    assert number not in str(caught.value)
+
+
+@pytest.mark.parametrize("number", ["+447911123456", "+18005550100", "+33612345678"])
+def test_mobile_and_toll_free_numbers_are_accepted(number: str) -> None:
+    assert validate_phone(number) == number
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("", 1), ("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3),
+        ("€" * 80, 1), ("€" * 81, 2), ("é" * 160, 1),
+        ("ł" * 70, 1), ("ł" * 71, 2), ("ł" * 134, 2), ("ł" * 135, 3),
+        ("😀" * 35, 1), ("😀" * 36, 2), ("a" * 159 + "ł", 3),
+    ],
+)  # fmt: skip
+def test_sms_segments(text: str, segments: int) -> None:
+    assert sms_segments(text) == segments
