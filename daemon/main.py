@@ -78,6 +78,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.completion_listeners: list[Callable[[Sequence[Completion]], None]] = []
         self.http_port: int | None = None
+        #: The admin server's port (metrics, health details).
+        self.admin_port: int | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -217,7 +219,8 @@ class Daemon:
             self.listener = listener = WakeupListener(self.dsn, self._wake_all)
 
             if settings.http.enabled and not until_empty:
-                self.http_port = await http_app.start(stack, self._service_state(store))
+                ports = await http_app.start(stack, self._service_state(store))
+                self.http_port, self.admin_port = ports.public, ports.admin
 
             metrics.BUILD_INFO.info({"version": _version(), "worker": self.worker_id})
             logger.info(

@@ -135,6 +135,20 @@ HEARTBEAT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemin",  # the slowest loop of all processes
 )
+HTTP_CONNECTIONS = Gauge(
+    "outboxd_http_connections",
+    "Open HTTP connections, by server (public, admin).",
+    ["server"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "outboxd_http_connections_closed_total",
+    "HTTP connections closed by outboxd: evicted or refused at the cap, or too slow to "
+    "send a request head or body.",
+    ["server", "reason"],
+    registry=REGISTRY,
+)
 
 #: Metrics of the serving process alone (multiprocess mode has no Info).
 PROCESS_REGISTRY = CollectorRegistry(auto_describe=True)

@@ -1,4 +1,8 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``: what operators and orchestrators poll."""
+"""``/healthz``, ``/readyz`` and ``/metrics``: what operators and orchestrators poll.
+
+The admin server answers with the details (the reasons the daemon is not ready name hosts,
+users and channels) and serves the metrics; the public port only says yes or no.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ from daemon.http.state import ServiceState
 STATE = web.AppKey("service_state", ServiceState)
 
 
+def _stalled(state: ServiceState) -> bool:
+    return state.heartbeat_age() > max(state.settings.worker.poll_interval * 6, 60.0)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    if state.heartbeat_age() > max(state.settings.worker.poll_interval * 6, 60.0):
+    if _stalled(request.app[STATE]):
         return web.Response(status=503, text="claim loop stalled\n")
     return web.Response(text="ok\n")
 
@@ -23,6 +30,18 @@ async def readyz(request: web.Request) -> web.Response:
     reasons = await readiness_problems(request.app[STATE])
     if reasons:
         return web.Response(status=503, text="\n".join(reasons) + "\n")
+    return web.Response(text="ready\n")
+
+
+async def public_healthz(request: web.Request) -> web.Response:
+    if _stalled(request.app[STATE]):
+        return web.Response(status=503, text="unavailable\n")
+    return web.Response(text="ok\n")
+
+
+async def public_readyz(request: web.Request) -> web.Response:
+    if await readiness_problems(request.app[STATE]):
+        return web.Response(status=503, text="not ready\n")
     return web.Response(text="ready\n")
 
 
@@ -54,8 +73,16 @@ async def metrics_view(request: web.Request) -> web.Response:
     return response
 
 
-def setup(app: web.Application, state: ServiceState) -> None:
+def setup_admin(app: web.Application, state: ServiceState) -> None:
+    """Health with its reasons, and the metrics: for the admin server."""
     app[STATE] = state
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+
+
+def setup_public(app: web.Application, state: ServiceState) -> None:
+    """Bare health answers (200 or 503, no reasons) for load balancers on the public port."""
+    app[STATE] = state
+    app.router.add_get("/healthz", public_healthz)
+    app.router.add_get("/readyz", public_readyz)

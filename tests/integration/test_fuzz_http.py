@@ -52,7 +52,7 @@ class Served:
 def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
     signer = Signer.create(tmp_path / "certs")
     config = make_settings(
-        database_url, tmp_path, http={"host": "127.0.0.1", "port": 0},
+        database_url, tmp_path, http={"host": "127.0.0.1", "port": 0, "admin_port": 0},
         secret_key="fuzz-key", feedback={"topic_arns": TOPIC, "cert_dir": tmp_path / "certs"},
     )  # fmt: skip
     loop = asyncio.new_event_loop()

@@ -37,6 +37,10 @@ class Running:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.daemon.http_port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.admin_port}"
+
 
 @pytest.fixture
 async def running(database_url: str, tmp_path: Path) -> AsyncIterator[Running]:
@@ -44,7 +48,7 @@ async def running(database_url: str, tmp_path: Path) -> AsyncIterator[Running]:
     settings = make_settings(
         database_url,
         tmp_path,
-        http={"host": "127.0.0.1", "port": 0},
+        http={"host": "127.0.0.1", "port": 0, "admin_port": 0},
         public_url="https://mail.acme.example",
         secret_key="test-key-1",
         feedback={"topic_arns": TOPIC, "cert_dir": tmp_path / "certs"},
@@ -79,15 +83,29 @@ async def test_health_readiness_and_metrics(running: Running) -> None:
     assert (status, text) == (200, "ok\n")
     status, text, _ = await _get(running.url + "/readyz")
     assert (status, text) == (200, "ready\n")
-    status, text, headers = await _get(running.url + "/metrics")
+    status, text, _ = await _get(running.admin_url + "/readyz")
+    assert (status, text) == (200, "ready\n")
+    status, text, headers = await _get(running.admin_url + "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert "outboxd_claim_seconds_bucket" in text
+    assert "outboxd_build_info{" in text and 'outboxd_http_connections{server="admin"}' in text
+
+
+async def test_the_public_port_tells_nothing_about_the_daemon(running: Running) -> None:
+    running.daemon.lanes["email"].pause("refused the login of 'mailer' at smtp.acme.example")
+    status, text, _ = await _get(running.url + "/readyz")
+    assert (status, text) == (503, "not ready\n")
+    status, text, _ = await _get(running.admin_url + "/readyz")
+    assert status == 503 and "refused the login of 'mailer' at smtp.acme.example" in text
+    status, text, _ = await _get(running.url + "/metrics")
+    assert status == 404 and running.daemon.worker_id not in text
 
 
 async def test_readiness_reports_stopping(running: Running) -> None:
     running.daemon.stopping.set()
-    status, text, _ = await _get(running.url + "/readyz")
+    status, text, _ = await _get(running.admin_url + "/readyz")
     assert status == 503 and "stopping" in text
+    status, text, _ = await _get(running.url + "/readyz")
+    assert (status, text) == (503, "not ready\n")
 
 
 async def _sent_email(pool: asyncpg.Pool, running: Running, **kwargs: Any) -> int:

@@ -226,10 +226,10 @@ async def test_processes_flag_runs_several_processes(
     assert len(sink.received) == 300
 
 
-async def _sent_total(http_port: int) -> float:
+async def _sent_total(admin_port: int) -> float:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{http_port}/metrics") as response,
+        session.get(f"http://127.0.0.1:{admin_port}/metrics") as response,
     ):
         assert response.status == 200
         text = await response.text()
@@ -248,11 +248,12 @@ async def test_metrics_add_up_every_process(
     sink, port = smtp
     sink.delay = 0.05
     await welcome_backlog(pool, 300)
-    http_port, temp = free_port(), tmp_path / "tmp"
+    http_port, admin_port, temp = free_port(), free_port(), tmp_path / "tmp"
     temp.mkdir()
     env = _env(
         database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4",
-        OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(http_port), TMPDIR=str(temp),
+        OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(http_port),
+        OUTBOXD_HTTP__ADMIN_PORT=str(admin_port), TMPDIR=str(temp),
     )  # fmt: skip
     proc = _start(env, "--processes", "2")
     try:
@@ -262,7 +263,7 @@ async def test_metrics_add_up_every_process(
         assert [p.name[:16] for p in temp.iterdir()] == ["outboxd-metrics-"]
         sent = 0.0
         for _ in range(100):  # the counters may trail the rows by a moment
-            sent = await _sent_total(http_port)
+            sent = await _sent_total(admin_port)
             if sent >= 300:
                 break
             await asyncio.sleep(0.1)
