@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -16,7 +17,12 @@ from daemon.feedback import certificates
 from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
 from daemon.http import admin, health, html, preferences, unsubscribe, webhooks
-from daemon.http.connections import ConnectionGuard, connection_budget, raise_file_limit
+from daemon.http.connections import (
+    LISTEN_BACKLOG,
+    ConnectionGuard,
+    connection_budget,
+    raise_file_limit,
+)
 from daemon.http.state import ServiceState
 from daemon.people.profiles import PeopleStore
 from daemon.settings import ENV_PREFIX
@@ -165,9 +171,16 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol_factory(server),
-            self._host,
-            self._port,
-            backlog=self._backlog,
+        loop = asyncio.get_running_loop()
+        family, _, _, _, address = (
+            await loop.getaddrinfo(
+                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        )[0]
+        sock = socket.create_server(address, family=family)
+        self._server = await loop.create_server(
+            self._guard.protocol_factory(server), sock=sock, backlog=self._backlog
         )
+        # After create_server, which listens with the backlog it also takes as the number
+        # of connections to accept per turn of the loop (see connections.LISTEN_BACKLOG).
+        sock.listen(LISTEN_BACKLOG)

@@ -1,20 +1,24 @@
 """What a slow or greedy client may hold: a cap on open connections, a deadline for each
 request head and body, and a file-descriptor budget that leaves delivery its share.
 
-aiohttp on its own accepts every connection and waits for a request head as long as the
+aiohttp on its own accepts every connection and waits for a request head as long as its
 keep-alive timeout (an hour): 2,000 clients trickling header bytes exhaust the process's
 file descriptors, and then the sends fail. Here each server's listening socket hands its
 connections to a :class:`ConnectionGuard`, which
 
-* keeps at most ``limit`` connections open: at the cap, the connection that has been
-  waiting longest for a request head is closed to make room (a client that is being
-  served is never cut off), and if every connection is busy the new one is closed;
+* buffers a connection's bytes until its request head is complete (at most
+  :data:`MAX_HEAD_BYTES`, else 431) and only then hands it to aiohttp, so that a slow
+  head costs a small buffer, not a request handler;
+* keeps at most ``limit`` connections open: at the cap, the connection that has waited
+  longest for its head is closed to make room (one whose head has arrived, or that is
+  being served, never is), and if every connection is being served the new one is closed;
 * closes a connection that has not sent a complete request head within ``head_timeout``
   seconds of connecting or of its previous response (the same as an idle keep-alive);
 * answers 408 to a request whose body does not arrive within ``body_timeout`` seconds.
 
 :func:`raise_file_limit` lifts the soft RLIMIT_NOFILE to the hard limit at start, and
-:func:`connection_budget` keeps the HTTP cap to a quarter of it.
+:func:`connection_budget` keeps the HTTP cap to a quarter of it (connections being closed
+and those accepted in one turn of the loop come on top: at most twice the cap in all).
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ logger = logging.getLogger(__name__)
 
 #: Share of the file-descriptor limit the public HTTP server may hold.
 HTTP_SHARE_OF_FILES = 4
+#: A request head longer than this is refused (431) before aiohttp sees the connection.
+MAX_HEAD_BYTES = 32 * 1024
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
+#: The kernel's queue of connections not yet accepted: deep, so that a flood does not
+#: drop the SYNs of real clients. (asyncio accepts up to the backlog given to
+#: ``create_server`` per turn of the loop, which stays at aiohttp's 128: batches larger
+#: than the cap would push out newcomers before their first bytes are read.)
+LISTEN_BACKLOG = 4096
 
 
 def raise_file_limit() -> int:
@@ -65,28 +80,37 @@ def connection_budget(wanted: int, file_limit: int) -> int:
 
 
 class ConnectionGuard:
-    """Admits, times and evicts the connections of one listening server."""
+    """Admits, times and evicts the connections of one listening server.
+
+    A connection is *fresh* until its first bytes arrive, then *waiting* while its request
+    head is incomplete (or it idles between keep-alive requests), *arrived* once the head
+    is complete, and *busy* while a handler serves it. At the cap, a newcomer pushes out
+    the longest-waiting connection, else the oldest fresh one, else (every connection is
+    being served) it is turned away. Arrived and busy connections are never pushed out:
+    that is what a client that sends its request at once, as real ones do, gets.
+    """
 
     def __init__(self, *, name: str, limit: int, head_timeout: float, body_timeout: float) -> None:
         self.name = name
         self.limit = limit
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
-        #: Connections waiting for a request head, oldest first, with when they began to.
-        self._idle: OrderedDict[asyncio.Transport, float] = OrderedDict()
-        #: Connections whose request is being handled.
+        # Each with the time the connection began to wait for a head, oldest first.
+        self._fresh: OrderedDict[asyncio.Transport, float] = OrderedDict()
+        self._waiting: OrderedDict[asyncio.Transport, float] = OrderedDict()
+        self._arrived: OrderedDict[asyncio.Transport, float] = OrderedDict()
         self._busy: set[asyncio.Transport] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def open(self) -> int:
-        return len(self._idle) + len(self._busy)
+        return len(self._fresh) + len(self._waiting) + len(self._arrived) + len(self._busy)
 
     def protocol_factory(
         self, inner: Callable[[], asyncio.BaseProtocol]
     ) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for ``loop.create_server`` that guards ``inner``'s protocols."""
-        return lambda: _GuardedProtocol(self, inner())
+        return lambda: _GuardedProtocol(self, inner)
 
     def start(self) -> None:
         self._schedule_sweep()
@@ -99,17 +123,25 @@ class ConnectionGuard:
     # Called by the protocol wrapper.
 
     def admit(self, transport: asyncio.Transport) -> bool:
+        now = asyncio.get_running_loop().time()
         if self.open >= self.limit:
-            if not self._idle:
+            victim = self._victim()
+            if victim is None:
                 self._closed("refused")
                 return False
-            oldest = next(iter(self._idle))
-            self._forget(oldest)
-            oldest.abort()
+            self._forget(victim)
+            victim.abort()
             self._closed("evicted")
-        self._idle[transport] = asyncio.get_running_loop().time()
+        self._fresh[transport] = now
         self._gauge()
         return True
+
+    def received(self, transport: asyncio.Transport, head_complete: bool) -> None:
+        since = self._fresh.pop(transport, None)
+        if since is None:
+            since = self._waiting.pop(transport, None)
+        if since is not None:
+            (self._arrived if head_complete else self._waiting)[transport] = since
 
     def forget(self, transport: asyncio.Transport) -> None:
         self._forget(transport)
@@ -118,13 +150,13 @@ class ConnectionGuard:
     # Called around each request by the middleware.
 
     def busy(self, transport: asyncio.Transport | None) -> None:
-        if transport is not None and self._idle.pop(transport, None) is not None:
+        if transport is not None and self._pop_waiting(transport) is not None:
             self._busy.add(transport)
 
     def idle(self, transport: asyncio.Transport | None) -> None:
         if transport is not None and transport in self._busy:
             self._busy.discard(transport)
-            self._idle[transport] = asyncio.get_running_loop().time()
+            self._waiting[transport] = asyncio.get_running_loop().time()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -146,8 +178,21 @@ class ConnectionGuard:
         finally:
             self.idle(transport)
 
+    def _victim(self) -> asyncio.Transport | None:
+        for state in (self._waiting, self._fresh):
+            if state:
+                return next(iter(state))
+        return None
+
+    def _pop_waiting(self, transport: asyncio.Transport) -> float | None:
+        for state in (self._fresh, self._waiting, self._arrived):
+            since = state.pop(transport, None)
+            if since is not None:
+                return since
+        return None
+
     def _forget(self, transport: asyncio.Transport) -> None:
-        self._idle.pop(transport, None)
+        self._pop_waiting(transport)
         self._busy.discard(transport)
 
     def _schedule_sweep(self) -> None:
@@ -155,15 +200,17 @@ class ConnectionGuard:
         self._sweeper = loop.call_later(min(1.0, self.head_timeout / 4), self._sweep)
 
     def _sweep(self) -> None:
-        """Close connections that have waited too long for a request head."""
+        """Close connections that have waited too long for a request head (or for a
+        handler: bytes that end a head may not have been a request)."""
         deadline = asyncio.get_running_loop().time() - self.head_timeout
-        while self._idle:
-            transport, since = next(iter(self._idle.items()))
-            if since > deadline:
-                break
-            self._forget(transport)
-            transport.abort()
-            self._closed("head_timeout")
+        for state in (self._fresh, self._waiting, self._arrived):
+            while state:
+                transport, since = next(iter(state.items()))
+                if since > deadline:
+                    break
+                self._forget(transport)
+                transport.abort()
+                self._closed("head_timeout")
         self._gauge()
         self._schedule_sweep()
 
@@ -175,41 +222,68 @@ class ConnectionGuard:
 
 
 class _GuardedProtocol(asyncio.Protocol):
-    """Passes everything to aiohttp's protocol, telling the guard of arrivals and exits."""
+    """Holds a new connection's bytes until its request head is complete, and only then
+    hands the connection to aiohttp's protocol: a slow head never costs more than this
+    object and its buffer. Tells the guard of arrivals, progress and exits."""
 
-    __slots__ = ("_admitted", "_guard", "_inner", "_transport")
+    __slots__ = ("_guard", "_head", "_inner", "_make_inner", "_tail", "_transport")
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.BaseProtocol) -> None:
+    def __init__(self, guard: ConnectionGuard, make_inner: Callable[[], asyncio.BaseProtocol]):
         self._guard = guard
-        self._inner: Any = inner
+        self._make_inner = make_inner
+        self._inner: Any = None
         self._transport: asyncio.Transport | None = None
-        self._admitted = False
+        self._head: bytearray | None = bytearray()
+        self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
-        self._transport = transport
         if not self._guard.admit(transport):
             transport.abort()
             return
-        self._admitted = True
-        self._inner.connection_made(transport)
+        self._transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._admitted:
-            return
-        assert self._transport is not None
+        if self._transport is None:
+            return  # turned away at the door
         self._guard.forget(self._transport)
-        self._inner.connection_lost(exc)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
+        transport = self._transport
+        if transport is None:
+            return
+        head_complete = b"\r\n\r\n" in self._tail + data
+        self._tail = (self._tail + data)[-3:]
+        # A complete head protects the connection from eviction at once: aiohttp takes a
+        # moment to hand it to a handler, in which a flood of newcomers could push it out.
+        self._guard.received(transport, head_complete)
+        if self._inner is not None:
+            self._inner.data_received(data)
+            return
+        assert self._head is not None
+        self._head += data
+        if not head_complete:
+            if len(self._head) > MAX_HEAD_BYTES:
+                transport.write(_HEAD_TOO_LARGE)
+                transport.close()
+            return
+        buffered, self._head = bytes(self._head), None
+        self._inner = self._make_inner()
+        self._inner.connection_made(transport)
+        self._inner.data_received(buffered)
 
     def eof_received(self) -> bool | None:
+        if self._inner is None:
+            return None  # a head that will never end: close
         result: bool | None = self._inner.eof_received()
         return result
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()

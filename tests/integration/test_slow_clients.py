@@ -103,3 +103,17 @@ def test_http_keeps_to_a_quarter_of_the_file_limit() -> None:
     assert connection_budget(512, 1024) == 256
     assert connection_budget(512, 1 << 20) == 512
     assert connection_budget(512, 2) == 1
+
+
+async def test_an_endless_request_head_is_refused_with_431(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with serving(database_url, tmp_path) as daemon:
+        assert daemon.http_port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+        try:
+            writer.write(HEAD + b"X-Filler: " + b"x" * 40_000 + b"\r\n")
+            response = await asyncio.wait_for(reader.read(), 20)
+        finally:
+            writer.close()
+        assert response.startswith(b"HTTP/1.1 431 ")
