@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 #: SNS messages are at most 256 KiB; nothing we accept is larger.
 MAX_BODY = 256 * 1024
+LINGERING_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,9 @@ async def _serve(
         handle_signals=False,
         # aiohttp's own idle limit, also before the first request: the guard's deadline.
         keepalive_timeout=guard.head_timeout,
+        # How long a body left unread is drained before closing (aiohttp: 10 s, which a
+        # client that trickles a body after its 408 would hold a connection for).
+        lingering_time=LINGERING_SECONDS,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

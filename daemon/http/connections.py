@@ -7,8 +7,8 @@ file descriptors, and then the sends fail. Here each server's listening socket h
 connections to a :class:`ConnectionGuard`, which
 
 * buffers a connection's bytes until its request head is complete (at most
-  :data:`MAX_HEAD_BYTES`, else 431) and only then hands it to aiohttp, so that a slow
-  head costs a small buffer, not a request handler;
+  :data:`MAX_HEAD_BYTES`, else 431; ASCII only, else 400) and only then hands it to
+  aiohttp, so that a slow head costs a small buffer, not a request handler;
 * keeps at most ``limit`` connections open: at the cap, the connection that has waited
   longest for its head is closed to make room (one whose head has arrived, or that is
   being served, never is), and if every connection is being served the new one is closed;
@@ -44,6 +44,10 @@ MAX_HEAD_BYTES = 32 * 1024
 _HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
+_HEAD_NOT_ASCII = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 26\r\n"
+    b"Connection: close\r\n\r\nrequest head is not ASCII\n"
 )
 #: The kernel's queue of connections not yet accepted: deep, so that a flood does not
 #: drop the SYNs of real clients. (asyncio accepts up to the backlog given to
@@ -270,6 +274,14 @@ class _GuardedProtocol(asyncio.Protocol):
                 transport.close()
             return
         buffered, self._head = bytes(self._head), None
+        head_end = buffered.find(b"\r\n\r\n")
+        if not buffered[:head_end].isascii():
+            # aiohttp keeps such bytes as surrogates, which some of its own error paths
+            # cannot encode again (an Expect header of them is a 500); no client of ours
+            # needs them (RFC 9110 obs-text).
+            transport.write(_HEAD_NOT_ASCII)
+            transport.close()
+            return
         self._inner = self._make_inner()
         self._inner.connection_made(transport)
         self._inner.data_received(buffered)

@@ -117,3 +117,17 @@ async def test_an_endless_request_head_is_refused_with_431(
         finally:
             writer.close()
         assert response.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_a_request_head_that_is_not_ascii_is_a_400(database_url: str, tmp_path: Path) -> None:
+    async with serving(database_url, tmp_path) as daemon:
+        assert daemon.http_port is not None
+        for server in (daemon.http_port, daemon.admin_port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server)
+            try:
+                # aiohttp's own answer to an unknown Expect was a 500 for these bytes.
+                writer.write(HEAD + b"Expect: \x80\xff\r\nConnection: close\r\n\r\n")
+                response = await asyncio.wait_for(reader.read(), 20)
+            finally:
+                writer.close()
+            assert response.startswith(b"HTTP/1.1 400 "), response
