@@ -175,16 +175,15 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        loop = asyncio.get_running_loop()
-        family, _, _, _, address = (
-            await loop.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-        )[0]
-        sock = socket.create_server(address, family=family)
-        self._server = await loop.create_server(
-            self._guard.protocol_factory(server), sock=sock, backlog=self._backlog
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.protocol_factory(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
         )
-        # After create_server, which listens with the backlog it also takes as the number
-        # of connections to accept per turn of the loop (see connections.LISTEN_BACKLOG).
-        sock.listen(LISTEN_BACKLOG)
+        # create_server listens with the backlog it also takes as the number of
+        # connections to accept per turn of the loop; the kernel's queue is made deeper
+        # afterwards (see connections.LISTEN_BACKLOG), on a duplicate of each descriptor.
+        for listening in self._server.sockets:
+            with socket.fromfd(listening.fileno(), listening.family, listening.type) as same:
+                same.listen(LISTEN_BACKLOG)

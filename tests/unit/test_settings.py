@@ -48,6 +48,9 @@ def test_nested_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OUTBOXD_EMAIL__FROM", "a@x.example, b@x.example", "must be an email address"),
         ("OUTBOXD_EMAIL__FROM", "Acme <hi@>", "must be an email address"),
         ("OUTBOXD_EMAIL__REPLY_TO", "support", "must be an email address"),
+        ("OUTBOXD_HTTP__ADMIN_PORT", "8025", "must"),
+        ("OUTBOXD_HTTP__MAX_CONNECTIONS", "0", "must"),
+        ("OUTBOXD_SMS__MAX_SEGMENTS", "50", "must"),
     ],
 )
 def test_bad_settings_name_the_variable_in_one_line(
