@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -65,8 +66,12 @@ async def _metrics(port: int) -> dict[str, float]:
     }
 
 
-def _limited_files() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_FILES, DAEMON_FILES))
+#: ``outboxd run`` with its open-files limit (soft and hard) set to DAEMON_FILES first.
+LIMITED_RUN = (
+    "import resource, runpy, sys; "
+    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({DAEMON_FILES}, {DAEMON_FILES})); "
+    "sys.argv = ['outboxd', 'run']; runpy.run_module('daemon.cli', run_name='__main__')"
+)
 
 
 @pytest.fixture
@@ -85,9 +90,8 @@ def daemon(
     )  # fmt: skip
     with (tmp_path / "daemon.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run"], env=env, stdout=log, stderr=log,
-            preexec_fn=_limited_files,
-        )  # fmt: skip
+            [sys.executable, "-c", LIMITED_RUN], env=env, stdout=log, stderr=log
+        )
     try:
         yield proc, public, admin
     finally:
@@ -110,6 +114,8 @@ async def test_slowloris_leaves_health_answering_and_sends_flowing(
         assert proc.poll() is None and time.monotonic() < deadline, "outboxd did not start"
         await asyncio.sleep(0.2)
 
+    limits = await asyncio.to_thread(Path(f"/proc/{proc.pid}/limits").read_text)
+    assert re.search(rf"Max open files\s+{DAEMON_FILES}\s+{DAEMON_FILES}\s", limits), limits
     attacker = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.slowloris", str(public), str(CONNECTIONS), "120",
         stdout=subprocess.PIPE,
