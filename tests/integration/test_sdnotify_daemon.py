@@ -21,7 +21,7 @@ def test_ready_watchdog_and_stopping(database_url: str, tmp_path: Path) -> None:
     env.update(
         NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000", OUTBOXD_DATABASE_URL=database_url,
         OUTBOXD_DATA_DIR=str(tmp_path / "data"), OUTBOXD_HTTP__PORT=str(port),
-        OUTBOXD_HTTP__ADMIN_PORT=str(free_port()),
+        OUTBOXD_HTTP__ADMIN_PORT="0",
         OUTBOXD_WORKER__POLL_INTERVAL="0.2",
     )  # fmt: skip
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
