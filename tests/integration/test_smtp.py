@@ -222,8 +222,8 @@ async def test_a_server_reply_quoting_the_recipient_is_masked_in_the_logs(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
 ) -> None:
     smtp_sink.replies = ["550 5.1.1 <gone@example.com>: Recipient address rejected"]
-    bad = await enqueue(pool, channel="email", recipient="gone@example.com",
-                        template="welcome", context=CONTEXT)  # fmt: skip
+    bad = await enqueue_one(pool, channel="email", recipient="gone@example.com",
+                            template="welcome", context=CONTEXT)  # fmt: skip
     stream = io.StringIO()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

@@ -326,16 +326,3 @@ async def test_purge_deletes_only_old_finished_rows(pool: asyncpg.Pool) -> None:
     deleted, _ = await Store(pool).purge(older_than_seconds=86400 * 7)
     assert deleted == 3
     assert await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status='pending'") == 2
-
-
-@pytest.mark.parametrize("priority", [3.9, 2.0, True, "2", 4, -1])
-async def test_a_priority_that_is_not_an_integer_0_to_3_is_refused(
-    pool: asyncpg.Pool, priority: object
-) -> None:
-    with pytest.raises(ValueError, match="priority must be an integer from 0 to 3"):
-        await enqueue(pool, channel="sms", recipient="+14155552671", template="t",
-                      priority=priority)  # type: ignore[arg-type]  # fmt: skip
-    async with pool.acquire() as conn:
-        with pytest.raises(ValueError, match="priority"):
-            await enqueue_many(conn, [NewMessage("sms", "+14155552671", "t", priority=3.9)])  # type: ignore[arg-type]
-    assert await pool.fetchval("SELECT count(*) FROM outbox.message") == 0
