@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from daemon.tokens import make_token
 from outbox.models import Message
-from outbox.tokens import make_token
 
 
 class Links:

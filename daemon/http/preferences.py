@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 
 from daemon.addresses import mask
+from daemon.http import forms
 from daemon.people.profiles import PeopleStore, Person, Switches, switch_is_on
 from outbox import errors
 from outbox.person_tokens import InvalidPreferenceToken, PreferenceClaim, read_preference_token
@@ -132,12 +133,12 @@ async def preferences_post(request: web.Request) -> web.Response:
     if claim is None:
         return _text(403, "invalid or expired link\n")
     try:
-        form = await request.post()
-    except (ValueError, LookupError):  # unreadable body, unknown charset
-        return _text(400, "unreadable form\n")
+        form = await forms.read_form(request)
+    except forms.FormRejected as exc:
+        return _text(exc.status, f"{exc.reason}\n")
     store = request.app[STORE]
     # The form's hidden default is "save"; its "turn everything off" button adds "off".
-    actions = {a for a in form.getall("action", []) if isinstance(a, str)}
+    actions = set(form.getall("action", []))
     action = "off" if "off" in actions else "save" if "save" in actions else None
     try:
         if form.get("List-Unsubscribe") == "One-Click":
@@ -164,7 +165,7 @@ async def preferences_post(request: web.Request) -> web.Response:
             )
             state = "off"
         else:
-            on = {v for v in form.getall("on", []) if isinstance(v, str)}
+            on = set(form.getall("on", []))
             await store.save_switches(
                 claim.recipient_key, [(c, cat, f"{c}:{cat}" in on) for c, cat in cells]
             )

@@ -3,7 +3,7 @@ manages categories (the links themselves are made by :mod:`daemon.delivery.links
 
 ``GET`` never changes anything (mail scanners prefetch links); ``POST`` does, and answers
 with a page or a short text, never a redirect. The token names who the page is about
-(:mod:`outbox.tokens`); the page shows that address masked, and its forms post the same
+(:mod:`daemon.tokens`); the page shows that address masked, and its forms post the same
 token back. Each form ``action`` is one entry of :data:`ACTIONS`.
 """
 
@@ -20,8 +20,8 @@ from daemon.addresses import mask
 from daemon.feedback.store import FeedbackStore
 from daemon.http import html
 from daemon.http.forms import FormRejected, read_form
+from daemon.tokens import InvalidToken, UnsubscribeClaim, read_token
 from outbox import errors
-from outbox.tokens import InvalidToken, UnsubscribeClaim, read_token
 
 logger = logging.getLogger(__name__)
 

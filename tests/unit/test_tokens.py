@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox.tokens import InvalidToken, make_token, read_token
+from daemon.tokens import InvalidToken, make_token, read_token
 
 KEY, OLD = b"k" * 32, b"o" * 32
 DAY = 86400
