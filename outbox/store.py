@@ -210,6 +210,14 @@ class Store:
             )
         return int(messages.rsplit(" ", 1)[-1]), int(events.rsplit(" ", 1)[-1])
 
+    async def purge_inbox(self, older_than_seconds: float, limit: int = 1000) -> int:
+        """Delete one batch of in-app items read or archived before the cutoff."""
+        async with _translated("purge inbox"):
+            result = await self.pool.execute(
+                sql.get("purge_inbox"), float(older_than_seconds), limit
+            )
+        return int(result.rsplit(" ", 1)[-1])
+
     async def requeue_ids(self, ids: Sequence[int]) -> list[int]:
         async with _translated("requeue"), self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(sql.get("requeue_ids"), list(ids))
@@ -320,6 +328,7 @@ QUERY_NAMES = (
     "reap_expired_leases",
     "purge_messages",
     "purge_events",
+    "purge_inbox",
     "requeue_ids",
     "requeue_matching",
     "wake",

@@ -234,6 +234,16 @@ WITH doomed AS (
 )
 DELETE FROM outbox.event WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 
+-- purge_inbox(older_than_seconds, limit) --
+-- In-app items read or archived longer ago than the retention (inbox_retention_idx).
+WITH doomed AS (
+    SELECT id FROM outbox.inbox
+     WHERE (read_at IS NOT NULL OR archived_at IS NOT NULL)
+       AND least(read_at, archived_at) < now() - make_interval(secs => $1)
+     LIMIT $2
+)
+DELETE FROM outbox.inbox WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+
 -- requeue_ids(ids) --
 UPDATE outbox.message
    SET status = 'pending', attempts = 0, not_before = now(), last_error = NULL,
@@ -641,3 +651,4 @@ UPDATE outbox.schedule s
   FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[])
        AS x(id, next_at, last_fired_at, error)
  WHERE s.id = x.id
+

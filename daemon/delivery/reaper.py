@@ -76,19 +76,23 @@ class Reaper:
         return total
 
     async def purge(self, older_than_seconds: float) -> tuple[int, int]:
-        """Delete finished rows in small batches, yielding between them."""
-        messages = events = 0
+        """Delete finished rows (and read or archived in-app items) in small batches,
+        yielding between them."""
+        messages = events = items = 0
         while not self._stopping.is_set():
             m, e = await self.store.purge(older_than_seconds, _PURGE_BATCH)
+            i = await self.store.purge_inbox(older_than_seconds, _PURGE_BATCH)
             messages += m
             events += e
-            if m < _PURGE_BATCH and e < _PURGE_BATCH:
+            items += i
+            if m < _PURGE_BATCH and e < _PURGE_BATCH and i < _PURGE_BATCH:
                 break
             await asyncio.sleep(0.05)
-        if messages or events:
+        if messages or events or items:
             logger.info(
-                "purged %d messages and %d events", messages, events, extra={"action": "purge"}
-            )
+                "purged %d messages, %d events and %d read or archived in-app items",
+                messages, events, items, extra={"action": "purge"},
+            )  # fmt: skip
         return messages, events
 
     async def refresh_gauges(self) -> None:
