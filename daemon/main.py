@@ -105,6 +105,7 @@ class Daemon:
             stopping=self.stopping,
             heartbeat_age=self.heartbeat_age,
             paused=lambda: self.paused,
+            dsn=self.dsn,
         )
 
     def _on_paused(self, channel: str, reason: str) -> None:

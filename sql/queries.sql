@@ -652,3 +652,91 @@ UPDATE outbox.schedule s
        AS x(id, next_at, last_fired_at, error)
  WHERE s.id = x.id
 
+-- In-app inbox (daemon/http/inbox_store.py). Items are always selected by the person's key
+-- as well as by id: another person's item is simply not found. The columns are the
+-- contract's, in its order.
+
+-- inbox_page(recipient_key, before, unread_only, category, include_archived, limit) --
+-- One page, newest first, plus one row to tell whether another page follows. With custom
+-- plans (the pool's plan_cache_mode) the unused filters fold away and an unread page walks
+-- inbox_unread_idx.
+SELECT id, recipient_key, notification_id, message_id, category, priority, title, body, url,
+       data, created_at, seen_at, read_at, archived_at
+  FROM outbox.inbox
+ WHERE recipient_key = $1
+   AND ($2::bigint IS NULL OR id < $2)
+   AND (NOT $3::boolean OR read_at IS NULL)
+   AND ($4::text IS NULL OR category = $4)
+   AND ($5::boolean OR archived_at IS NULL)
+ ORDER BY id DESC
+ LIMIT $6 + 1
+
+-- inbox_page_unread(recipient_key, category, include_archived) --
+-- The unread count that goes with a page: same category and archive filters.
+SELECT count(*)
+  FROM outbox.inbox
+ WHERE recipient_key = $1
+   AND read_at IS NULL
+   AND ($2::text IS NULL OR category = $2)
+   AND ($3::boolean OR archived_at IS NULL)
+
+-- inbox_item(recipient_key, id) --
+SELECT id, recipient_key, notification_id, message_id, category, priority, title, body, url,
+       data, created_at, seen_at, read_at, archived_at
+  FROM outbox.inbox
+ WHERE recipient_key = $1 AND id = $2
+
+-- inbox_counts(recipient_key) --
+-- The /inbox/count numbers, and the person's newest item id (the stream's starting point).
+SELECT outbox.inbox_unread_count($1) AS unread,
+       outbox.inbox_unseen_count($1) AS unseen,
+       (SELECT max(id) FROM outbox.inbox WHERE recipient_key = $1) AS newest
+
+-- inbox_counts_many(recipient_keys) --
+-- The counts of many people at once, for the event streams after a burst of changes. The
+-- predicates of outbox.inbox_unread_count and outbox.inbox_unseen_count, written out:
+-- subqueries are planned once for all the keys, function calls once per key.
+SELECT k.key AS recipient_key,
+       (SELECT count(*) FROM outbox.inbox i
+         WHERE i.recipient_key = k.key AND i.read_at IS NULL AND i.archived_at IS NULL)
+           AS unread,
+       (SELECT count(*) FROM outbox.inbox i
+         WHERE i.recipient_key = k.key AND i.seen_at IS NULL AND i.archived_at IS NULL)
+           AS unseen
+  FROM unnest($1::text[]) AS k(key)
+
+-- inbox_mark_read(recipient_key, id) --
+SELECT outbox.inbox_mark_read($1, ARRAY[$2::bigint])
+
+-- inbox_mark_unread(recipient_key, id) --
+SELECT outbox.inbox_mark_unread($1, ARRAY[$2::bigint])
+
+-- inbox_archive(recipient_key, id) --
+SELECT outbox.inbox_archive($1, ARRAY[$2::bigint])
+
+-- inbox_mark_all_read(recipient_key) --
+SELECT outbox.inbox_mark_all_read($1)
+
+-- inbox_mark_seen(recipient_key) --
+SELECT outbox.inbox_mark_seen($1)
+
+-- inbox_items(ids) --
+-- New items for the event streams, by the ids their NOTIFY named.
+SELECT id, recipient_key, notification_id, message_id, category, priority, title, body, url,
+       data, created_at, seen_at, read_at, archived_at
+  FROM outbox.inbox
+ WHERE id = ANY($1::bigint[])
+ ORDER BY id
+
+-- inbox_keys_of(ids) --
+-- Whose items these are, for signals whose key was too long to travel in the payload.
+SELECT id, recipient_key FROM outbox.inbox WHERE id = ANY($1::bigint[])
+
+-- inbox_replay(recipient_key, after_id, limit) --
+-- A reconnecting stream's missed items (Last-Event-ID), oldest first.
+SELECT id, recipient_key, notification_id, message_id, category, priority, title, body, url,
+       data, created_at, seen_at, read_at, archived_at
+  FROM outbox.inbox
+ WHERE recipient_key = $1 AND id > $2 AND archived_at IS NULL
+ ORDER BY id
+ LIMIT $3

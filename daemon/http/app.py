@@ -16,7 +16,7 @@ from yarl import URL
 from daemon.feedback import certificates
 from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
-from daemon.http import admin, health, html, preferences, unsubscribe, webhooks
+from daemon.http import admin, health, html, inbox, preferences, unsubscribe, webhooks
 from daemon.http.connections import (
     LISTEN_BACKLOG,
     ConnectionGuard,
@@ -73,6 +73,7 @@ def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Applicat
         store=PeopleStore(state.store.pool),
         categories=settings.people.categories,
     )
+    inbox.setup(app, state)
     app.on_response_prepare.append(html.add_safety_headers)
     return app
 

@@ -28,3 +28,5 @@ class ServiceState:
     heartbeat_age: Callable[[], float]
     #: Channels whose circuit is open, with the provider's reason.
     paused: Callable[[], Mapping[str, str]]
+    #: The database DSN, for connections of their own (the inbox's LISTEN); None: use the pool.
+    dsn: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.errors
 import email.policy
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -258,6 +259,52 @@ class PeopleSettings(_Section):
         ):
             raise ValueError("must be category names (not '*' or 'transactional')")
         return value
+
+
+class InboxSettings(_Section):
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Web origins (scheme://host[:port], comma-separated) whose pages may call "
+        "the inbox routes and open its event stream (CORS).",
+    )
+    heartbeat_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Seconds between comment lines on idle event streams, so that proxies "
+        "and load balancers keep them open.",
+    )
+    max_streams: int = Field(
+        10_000, ge=1, description="Event streams one process serves at once; more get 503."
+    )
+    stream_queue: int = Field(
+        64,
+        ge=4,
+        le=10_000,
+        description="Events queued for one stream client; a client that falls this far behind "
+        "is disconnected and catches up when it reconnects (Last-Event-ID).",
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return tuple(_origin(str(v)) for v in value)
+
+
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _origin(value: str) -> str:
+    """An origin as browsers send it in the Origin header; anything else is refused."""
+    origin = value.strip().lower()
+    if not _ORIGIN.fullmatch(origin):
+        raise ValueError(
+            f"{value.strip()!r} is not an origin: expected scheme://host[:port] such as "
+            "https://app.example.com, without a path or trailing slash"
+        )
+    return origin
 
 
 class WorkerSettings(_Section):

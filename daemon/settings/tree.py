@@ -16,6 +16,7 @@ from daemon.settings.sections import (
     FeedbackSettings,
     FileSettings,
     HttpSettings,
+    InboxSettings,
     PeopleSettings,
     SesSettings,
     SmsSettings,
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     file: FileSettings = FileSettings()
     http: HttpSettings = HttpSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    inbox: InboxSettings = InboxSettings()
     worker: WorkerSettings = WorkerSettings()
     people: PeopleSettings = PeopleSettings()
 

@@ -22,12 +22,20 @@ def test_nested_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTBOXD_FEEDBACK__TOPIC_ARNS", "arn:aws:sns:us-east-1:1:a, arn:x:b")
     monkeypatch.setenv("OUTBOXD_SECRET_KEY", "new,old")
     monkeypatch.setenv("OUTBOXD_SMTP__TLS", "starttls")
+    monkeypatch.setenv(
+        "OUTBOXD_INBOX__ALLOWED_ORIGINS", "https://App.example.com, http://127.0.0.1:8080"
+    )
     loaded = settings.load()
     assert loaded.email.sender == "Acme <hi@acme.example>"
     assert loaded.email.rate == 14
     assert loaded.feedback.topic_arns == ("arn:aws:sns:us-east-1:1:a", "arn:x:b")
     assert [k.get_secret_value() for k in loaded.secret_key] == ["new", "old"]
     assert loaded.smtp.tls == "starttls"
+    # Origins as browsers send them: scheme and host lower case.
+    assert loaded.inbox.allowed_origins == ("https://app.example.com", "http://127.0.0.1:8080")
+
+
+ORIGINS = "invalid setting OUTBOXD_INBOX__ALLOWED_ORIGINS"
 
 
 @pytest.mark.parametrize(
@@ -51,6 +59,9 @@ def test_nested_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OUTBOXD_HTTP__ADMIN_PORT", "8025", "must"),
         ("OUTBOXD_HTTP__MAX_CONNECTIONS", "0", "must"),
         ("OUTBOXD_SMS__MAX_SEGMENTS", "50", "must"),
+        ("OUTBOXD_INBOX__ALLOWED_ORIGINS", "http://a.t/", "'http://a.t/' is not an origin"),
+        ("OUTBOXD_INBOX__ALLOWED_ORIGINS", "a.test", "'a.test' is not an origin"),
+        ("OUTBOXD_INBOX__HEARTBEAT_SECONDS", "0", "must"),
     ],
 )
 def test_bad_settings_name_the_variable_in_one_line(
