@@ -34,6 +34,12 @@ from outbox import errors, migrations
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "inbox", False):
+        from daemon.bench import inbox
+
+        result = asyncio.run(inbox.run(settings, args))
+        print(json.dumps(result, indent=2) if args.json else inbox.format_result(result))
+        return 0
     result = asyncio.run(_bench(settings, args))
     if args.json:
         print(json.dumps(result, indent=2))

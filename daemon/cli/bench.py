@@ -94,6 +94,29 @@ def register(commands: Any) -> None:
         default=1_000_000,
         help="rows waiting batched beside the claim (1,000,000)",
     )
+    parser.add_argument(
+        "--inbox",
+        action="store_true",
+        help="measure the in-app inbox instead: unread counts and SSE streams",
+    )
+    parser.add_argument(
+        "--inbox-rows", type=int, default=1_000_000, help="inbox items for --inbox (1,000,000)"
+    )
+    parser.add_argument(
+        "--inbox-clients", type=int, default=5000, help="SSE clients for --inbox (5,000)"
+    )
+    parser.add_argument(
+        "--inbox-client-processes",
+        type=positive_int,
+        default=2,
+        help="processes the --inbox clients are spread over (2)",
+    )
+    parser.add_argument(
+        "--inbox-rate", type=positive_number, default=200.0, help="items/s offered (200)"
+    )
+    parser.add_argument(
+        "--inbox-seconds", type=positive_number, default=10.0, help="how long (10 s)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon.http import inbox_access as access
-from daemon.http import inbox_stream
+from daemon.http import inbox_hub, inbox_stream
 from daemon.http.inbox_store import InboxStore, dumps
 from daemon.http.state import ServiceState
 
@@ -160,7 +160,7 @@ def setup(app: web.Application, state: ServiceState) -> None:
     """Serve the inbox routes from ``app``; the stream hub lives as long as the app."""
     settings = state.settings.inbox
     store = InboxStore(state.store.pool)
-    hub = inbox_stream.InboxHub(
+    hub = inbox_hub.InboxHub(
         store,
         dsn=state.dsn,
         heartbeat_seconds=settings.heartbeat_seconds,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from daemon.http.inbox_hub import Subscriber, count_frame, item_frame
 from daemon.http.inbox_store import Counts
-from daemon.http.inbox_stream import Subscriber, count_frame, item_frame
 
 
 async def test_frames_come_out_in_order_then_none_once_closed() -> None:
@@ -14,18 +14,17 @@ async def test_frames_come_out_in_order_then_none_once_closed() -> None:
     subscriber.push(0, b"b")
     subscriber.close()
     subscriber.push(2, b"ignored after close")
-    assert await subscriber.next() == (1, b"a")
-    assert await subscriber.next() == (0, b"b")
-    assert await subscriber.next() is None
+    assert await subscriber.take() == [(1, b"a"), (0, b"b")]
+    assert await subscriber.take() is None
 
 
 async def test_a_waiting_reader_wakes_on_push() -> None:
     subscriber = Subscriber("u1", expires=0, limit=8)
-    waiting = asyncio.create_task(subscriber.next())
+    waiting = asyncio.create_task(subscriber.take())
     await asyncio.sleep(0)
     assert not waiting.done()
     subscriber.push(5, b"x")
-    assert await waiting == (5, b"x")
+    assert await waiting == [(5, b"x")]
 
 
 async def test_a_client_a_whole_queue_behind_is_dropped() -> None:
@@ -37,7 +36,7 @@ async def test_a_client_a_whole_queue_behind_is_dropped() -> None:
     assert not subscriber.closed
     subscriber.push(4, b"one too many")
     assert subscriber.closed and dropped == [True]
-    assert await subscriber.next() is None  # its queue is freed at once
+    assert await subscriber.take() is None  # its queue is freed at once
 
 
 def test_frames_are_server_sent_events() -> None:
