@@ -160,12 +160,25 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def _wait(browser: Any, condition: Any, within: float = 20) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+def _wait(browser: Any, condition: Any, within: float = 30) -> Any:
+    """Wait for ``condition``; on a timeout, say what the page looked like and logged."""
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(browser, within, ignored_exceptions=ignored).until(lambda d: condition())
+    try:
+        return WebDriverWait(browser, within, ignored_exceptions=ignored).until(
+            lambda d: condition()
+        )
+    except TimeoutException:
+        shadow = browser.execute_script(
+            "return document.querySelector('outboxd-bell').shadowRoot.innerHTML"
+        )
+        pytest.fail(f"timed out; console: {browser.get_log('browser')}; bell: {shadow[-3000:]}")
 
 
 def _shadow(browser: Any, selector: str) -> Any:
@@ -292,3 +305,35 @@ def test_theme_new_token_and_renewal_of_a_refused_one(site: Site, browser: Any) 
     _shadow(browser, "[part=button]").click()
     _wait(browser, lambda: len(_shadow_all(browser, "[part=item]")) == 3)
     assert set(_titles(browser)) == {"For u2", "Also for u2", "Live for u2"}
+
+
+def test_a_late_answer_to_mark_read_does_not_count_the_change_twice(
+    site: Site, browser: Any
+) -> None:
+    first = asyncio.run(add_item(site.dsn, title="one"))
+    asyncio.run(add_item(site.dsn, title="two"))
+    asyncio.run(add_item(site.dsn, title="three"))
+    browser.get(site.page("u1"))
+    _wait(browser, lambda: _badge(browser) == "3")
+    # The stream's new count arrives before the answer to the POST (held back a second).
+    browser.execute_script(
+        """
+        const original = window.fetch;
+        window.answered = 0;
+        const late = (response) => new Promise((resolve) => setTimeout(() => {
+          window.answered++;
+          resolve(response);
+        }, 1000));
+        window.fetch = (url, init) => original(url, init).then((response) =>
+          init && init.method === "POST" ? late(response) : response);
+        """
+    )
+    _shadow(browser, "[part=button]").click()
+    _wait(browser, lambda: len(_shadow_all(browser, "[part=mark-read]")) == 3)
+    answered = browser.execute_script("return window.answered")  # the POST of /inbox/seen
+    _wait(browser, lambda: browser.execute_script("return window.answered") > answered)
+    answered = browser.execute_script("return window.answered")
+    _shadow(browser, f"[data-id='{first}'] [part=mark-read]").click()
+    _wait(browser, lambda: _badge(browser) == "2")
+    _wait(browser, lambda: browser.execute_script("return window.answered") > answered)
+    assert _badge(browser) == "2"

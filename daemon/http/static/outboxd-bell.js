@@ -189,9 +189,8 @@ time { display: block; margin-top: 0.25rem; font-size: 0.8em; color: var(--outbo
     async markRead(id) {
       const entry = this._items.get(id);
       if (entry && entry.item.read_at) return;
-      const item = await this._post(`/inbox/${id}/read`);
-      if (entry && !entry.item.read_at) this._setCounts({ unread: Math.max(0, this._unread - 1), unseen: this._unseen });
-      this._upsert(item);
+      this._upsert(await this._post(`/inbox/${id}/read`));
+      await this._refreshCounts();
     }
 
     async markAllRead() {
@@ -200,7 +199,7 @@ time { display: block; margin-top: 0.25rem; font-size: 0.8em; color: var(--outbo
       for (const { item } of this._items.values()) {
         if (!item.read_at) this._upsert({ ...item, read_at: now, seen_at: item.seen_at || now });
       }
-      this._setCounts({ unread: 0, unseen: 0 });
+      await this._refreshCounts();
     }
 
     // Lifecycle -------------------------------------------------------------------------
@@ -331,6 +330,13 @@ time { display: block; margin-top: 0.25rem; font-size: 0.8em; color: var(--outbo
           this._loading = null;
         });
       return this._loading;
+    }
+
+    async _refreshCounts() {
+      // A live stream sends the new counts itself, before or after this request's answer:
+      // arithmetic on the badge here would count the change twice.
+      if (this._source && this._source.readyState === EventSource.OPEN) return;
+      this._setCounts(await this._request("GET", "/inbox/count"));
     }
 
     _setCounts({ unread, unseen }) {
