@@ -164,7 +164,7 @@ def setup(app: web.Application, state: ServiceState) -> None:
         store,
         dsn=state.dsn,
         heartbeat_seconds=settings.heartbeat_seconds,
-        queue_size=settings.stream_queue,
+        buffer_bytes=settings.stream_buffer,
         max_streams=settings.max_streams,
     )
     access.setup(app, keys=state.signing_keys, origins=settings.allowed_origins)

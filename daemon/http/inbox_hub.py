@@ -5,9 +5,10 @@ memory to the open streams of each person; a client never costs a connection.
 * A signal for a person nobody here listens to costs nothing; the others are batched: one
   query fetches the new items, one the changed counts, however many signals arrived
   during the previous batch.
-* Each stream has a short queue of encoded frames. A client that falls behind by a whole
-  queue is disconnected (its memory stays bounded); it reconnects with Last-Event-ID and
-  catches up from the database.
+* Frames are written straight to each live stream's socket by the hub (no task per client
+  wakes up). A client that falls OUTBOXD_INBOX__STREAM_BUFFER bytes behind is disconnected
+  (its memory stays bounded); it reconnects with Last-Event-ID and catches up from the
+  database.
 * While the LISTEN connection is down, signals are lost: new streams are refused (503,
   Retry-After), and when it is back every stream opened before is ended, so that its
   client reconnects and catches up the same way.
@@ -18,11 +19,11 @@ memory to the open streams of each person; a client never costs a connection.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -40,55 +41,72 @@ _KEEPALIVE_SECONDS = 15.0
 _FETCH_CHUNK = 5000
 
 
-class Subscriber:
-    """One open stream: its person, a bounded queue of frames, and how to drop it."""
+#: Writes one frame to a live stream's socket; False when the client is gone or too far
+#: behind, which ends the stream.
+Sink = Callable[[int, bytes], bool]
 
-    __slots__ = ("_frames", "_wake", "closed", "counts", "expires", "key", "limit", "on_overflow")
+
+class Subscriber:
+    """One open stream: its person, and where its frames go.
+
+    Until the stream has sent its opening (replay and counts), frames wait in a short
+    queue; then the stream goes live, and the hub writes each frame straight to the socket
+    through :attr:`sink`, waking nobody: one write per client, however many clients.
+    """
+
+    __slots__ = ("_done", "_frames", "_queued", "closed", "counts", "expires", "key", "limit",
+                 "on_overflow", "sink")  # fmt: skip
 
     def __init__(self, key: str, expires: int, limit: int) -> None:
         self.key = key
         self.expires = expires
+        #: Bytes a client may be behind (queued here, or unsent in its socket's buffer).
         self.limit = limit
-        self._frames: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._wake = asyncio.Event()
+        self._frames: list[tuple[int, bytes]] = []
+        self._queued = 0
+        self._done = asyncio.Event()
         self.closed = False
         #: The counts this client was last told (None until the stream has sent them).
         self.counts: tuple[int, int] | None = None
-        self.on_overflow: Any = None
+        self.sink: Sink | None = None
+        self.on_overflow: Callable[[], None] | None = None
 
     def push(self, item_id: int, frame: bytes) -> None:
-        """Queue a frame (``item_id`` 0 for anything but an item); drop a client that fell
-        a whole queue behind."""
+        """Send (or queue) a frame; ``item_id`` is 0 for anything but an item. A client
+        that falls ``limit`` bytes behind is dropped: it reconnects and catches up."""
         if self.closed:
             return
-        if len(self._frames) >= self.limit:
-            self.close()
-            self._frames.clear()
-            if self.on_overflow is not None:
-                self.on_overflow()
+        if self.sink is not None:
+            if not self.sink(item_id, frame):
+                self.drop()
+            return
+        self._queued += len(frame)
+        if self._queued > self.limit:
+            self.drop()
             return
         self._frames.append((item_id, frame))
-        self._wake.set()
+
+    def go_live(self, sink: Sink) -> list[tuple[int, bytes]]:
+        """From now on frames go to ``sink``; returns those queued so far, to be written
+        before anything else (there is no await between the two)."""
+        frames, self._frames, self._queued = self._frames, [], 0
+        self.sink = sink
+        return frames
 
     def close(self) -> None:
-        """End the stream after the frames already queued."""
+        """End the stream."""
         self.closed = True
-        self._wake.set()
+        self._done.set()
 
-    async def take(self) -> list[tuple[int, bytes]] | None:
-        """Every frame queued so far (waiting for one), or None once closed and drained.
-
-        Taking them all at once lets the stream write them in one go: an item and the
-        count that follows it cost one write, not two.
-        """
-        while not self._frames:
-            if self.closed:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        frames = list(self._frames)
+    def drop(self) -> None:
+        """End the stream at once, without what is still unsent."""
+        self.close()
         self._frames.clear()
-        return frames
+        if self.on_overflow is not None:
+            self.on_overflow()
+
+    async def closed_wait(self) -> None:
+        await self._done.wait()
 
 
 def item_frame(item_id: int, item_json: str) -> bytes:
@@ -109,13 +127,13 @@ class InboxHub:
         *,
         dsn: str | None,
         heartbeat_seconds: float,
-        queue_size: int,
+        buffer_bytes: int,
         max_streams: int,
     ) -> None:
         self.store = store
         self.dsn = dsn
         self.heartbeat_seconds = heartbeat_seconds
-        self.queue_size = queue_size
+        self.buffer_bytes = buffer_bytes
         self.max_streams = max_streams
         self._by_key: dict[str, set[Subscriber]] = {}
         self.streams = 0
@@ -139,7 +157,7 @@ class InboxHub:
             raise access.Refused(503, "live updates are not available yet", {"Retry-After": "2"})
         if self.streams >= self.max_streams:
             raise access.Refused(503, "too many open streams", {"Retry-After": "10"})
-        subscriber = Subscriber(key, expires, self.queue_size)
+        subscriber = Subscriber(key, expires, self.buffer_bytes)
         self._by_key.setdefault(key, set()).add(subscriber)
         self.streams += 1
         return subscriber
@@ -248,9 +266,14 @@ class InboxHub:
     async def _heartbeats(self) -> None:
         while not self._stopping.is_set():
             await self._pause(self.heartbeat_seconds)
+            now = time.time()
             for group in list(self._by_key.values()):
                 for subscriber in list(group):
-                    subscriber.push(0, HEARTBEAT)
+                    if now >= subscriber.expires:
+                        # The client's reconnection meets a 401 and asks for a new token.
+                        subscriber.close()
+                    else:
+                        subscriber.push(0, HEARTBEAT)
 
     async def _fan_out(self) -> None:
         while not self._stopping.is_set():
@@ -288,29 +311,36 @@ class InboxHub:
                     if kind == "item":
                         items.add(item_id)
                     keys.add(key)
-        frames: dict[str, list[tuple[int, bytes]]] = {}
-        ordered = sorted(items)
-        for start in range(0, len(ordered), _FETCH_CHUNK):
-            for row in await self.store.items(ordered[start : start + _FETCH_CHUNK]):
-                frame = item_frame(row["id"], dumps(item_dict(row)))
-                frames.setdefault(row["recipient_key"], []).append((row["id"], frame))
         listening = [key for key in keys if key in self._by_key]
+        # The counts are read while the items go out: an item reaches its client without
+        # waiting for them (its count follows).
+        counting = asyncio.ensure_future(self._counts(listening))
+        try:
+            ordered = sorted(items)
+            for start in range(0, len(ordered), _FETCH_CHUNK):
+                for row in await self.store.items(ordered[start : start + _FETCH_CHUNK]):
+                    group = self._by_key.get(row["recipient_key"])
+                    if group:
+                        frame = item_frame(row["id"], dumps(item_dict(row)))
+                        for subscriber in list(group):
+                            subscriber.push(row["id"], frame)
+            counts = await counting
+        finally:
+            if not counting.done():
+                counting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, errors.DatabaseError):
+                    await counting
+        for key, count in counts.items():
+            pair = (count.unread, count.unseen)
+            frame = count_frame(count)
+            for subscriber in list(self._by_key.get(key, ())):
+                # A stream that has not sent its first count yet reads its own.
+                if subscriber.counts is not None and pair != subscriber.counts:
+                    subscriber.counts = pair
+                    subscriber.push(0, frame)
+
+    async def _counts(self, keys: list[str]) -> dict[str, Counts]:
         counts: dict[str, Counts] = {}
-        for start in range(0, len(listening), _FETCH_CHUNK):
-            counts.update(await self.store.counts_many(listening[start : start + _FETCH_CHUNK]))
-        for key in listening:
-            group = self._by_key.get(key)
-            if not group:
-                continue
-            key_frames = frames.get(key, ())
-            count = counts.get(key)
-            count_bytes = count_frame(count) if count is not None else None
-            for subscriber in list(group):
-                for item_id, frame in key_frames:
-                    subscriber.push(item_id, frame)
-                if count is not None and subscriber.counts is not None:
-                    pair = (count.unread, count.unseen)
-                    if pair != subscriber.counts:
-                        subscriber.counts = pair
-                        assert count_bytes is not None
-                        subscriber.push(0, count_bytes)
+        for start in range(0, len(keys), _FETCH_CHUNK):
+            counts.update(await self.store.counts_many(keys[start : start + _FETCH_CHUNK]))
+        return counts

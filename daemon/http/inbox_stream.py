@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 
 import asyncpg
 from aiohttp import web
 
 from daemon.http import inbox_access as access
-from daemon.http.inbox_hub import InboxHub, Subscriber, count_frame, item_frame
+from daemon.http.inbox_hub import InboxHub, Sink, Subscriber, count_frame, item_frame
 from daemon.http.inbox_store import InboxStore, dumps, item_dict
 from outbox import errors
 
@@ -67,13 +66,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
             transport = request.transport
             if transport is not None:
                 subscriber.on_overflow = transport.abort
-            await _serve(response, subscriber, store, claim.key, after, replay)
+            await _serve(request, response, subscriber, store, claim.key, after, replay)
         return response
     finally:
         hub.unsubscribe(subscriber)
 
 
 async def _serve(
+    request: web.Request,
     response: web.StreamResponse,
     subscriber: Subscriber,
     store: InboxStore,
@@ -100,9 +100,30 @@ async def _serve(
     # received no item yet reconnects with a Last-Event-ID and misses nothing in between.
     newest = counts.newest if counts.newest > last_sent else None
     await response.write(count_frame(counts, newest))
-    while (frames := await subscriber.take()) is not None:
-        if time.time() >= subscriber.expires:
-            return  # the client's reconnection meets a 401 and asks for a new token
-        data = b"".join(frame for item_id, frame in frames if item_id not in replayed)
-        if data:
-            await response.write(data)
+
+    sink = _socket_sink(request, response, replayed, subscriber.limit)
+    for item_id, frame in subscriber.go_live(sink):
+        if not sink(item_id, frame):
+            subscriber.drop()
+    await subscriber.closed_wait()
+
+
+def _socket_sink(
+    request: web.Request, response: web.StreamResponse, replayed: set[int], limit: int
+) -> Sink:
+    """Writes frames to the response's socket directly, in the response's own framing
+    (HTTP/1.1 chunks), skipping items the replay already sent."""
+    chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+    def sink(item_id: int, frame: bytes) -> bool:
+        if item_id and item_id in replayed:
+            return True
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > limit:
+            return False  # the client is not reading
+        transport.write(b"%x\r\n%s\r\n" % (len(frame), frame) if chunked else frame)
+        return True
+
+    return sink

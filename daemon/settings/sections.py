@@ -277,12 +277,12 @@ class InboxSettings(_Section):
     max_streams: int = Field(
         10_000, ge=1, description="Event streams one process serves at once; more get 503."
     )
-    stream_queue: int = Field(
-        64,
-        ge=4,
-        le=10_000,
-        description="Events queued for one stream client; a client that falls this far behind "
-        "is disconnected and catches up when it reconnects (Last-Event-ID).",
+    stream_buffer: int = Field(
+        256 * 1024,
+        ge=4096,
+        description="Bytes of events one stream client may be behind (unsent); a client that "
+        "falls further behind is disconnected and catches up when it reconnects "
+        "(Last-Event-ID).",
     )
 
     @field_validator("allowed_origins", mode="before")
