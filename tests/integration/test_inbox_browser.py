@@ -54,6 +54,16 @@ def _token(key: str, expired: bool = False) -> str:
     return inbox_token(key, secret=SECRET)
 
 
+#: Test instrumentation in the page: how many EventSources are open.
+_COUNT_STREAMS = """<script>
+const streams = [];
+window.EventSource = class extends window.EventSource {
+  constructor(...args) { super(...args); streams.push(this); }
+};
+window.openStreams = () => streams.filter((s) => s.readyState !== EventSource.CLOSED).length;
+</script>"""
+
+
 def _application(site: Site) -> web.Application:
     """A page made of the README's snippets, exactly as written but for the placeholders."""
     snippet = block(SECTION, "html").replace("https://notify.example.com", site.daemon_url)
@@ -64,7 +74,7 @@ def _application(site: Site) -> web.Application:
         token = _token(request.query["key"], expired="expired" in request.query)
         html = (
             "<!doctype html><html lang=en><head><meta charset=utf-8><title>App</title>"
-            f"<link rel=icon href='data:,'><style>{css}</style></head><body>"
+            f"<link rel=icon href='data:,'><style>{css}</style>{_COUNT_STREAMS}</head><body>"
             f"<header>Acme {snippet.replace('{{ inbox_token }}', token)}</header>"
             f"<main><button id=elsewhere>Elsewhere</button></main><script>{listener}</script>"
             "</body></html>"
@@ -243,6 +253,7 @@ def test_badge_live_arrival_mark_read_and_keyboard(site: Site, browser: Any) -> 
     _wait(browser, lambda: _badge(browser) == "2")
     bell = _shadow(browser, "[part=button]")
     assert bell.get_attribute("aria-label") == "Notifications, 2 unread"
+    assert browser.execute_script("return openStreams()") == 1
 
     # A notification committed now arrives while the page is open.
     live = asyncio.run(add_item(site.dsn, title="New comment", body="Looks good"))
@@ -299,6 +310,7 @@ def test_theme_new_token_and_renewal_of_a_refused_one(site: Site, browser: Any) 
         "document.querySelector('outboxd-bell').token = arguments[0];", _token("u2")
     )
     _wait(browser, lambda: _badge(browser) == "2")
+    assert browser.execute_script("return openStreams()") == 1  # the old one is closed
     asyncio.run(add_item(site.dsn, key="u1", title="Not for u2"))
     asyncio.run(add_item(site.dsn, key="u2", title="Live for u2"))
     _wait(browser, lambda: _badge(browser) == "3")

@@ -231,6 +231,8 @@ time { display: block; margin-top: 0.25rem; font-size: 0.8em; color: var(--outbo
     // The stream ------------------------------------------------------------------------
 
     _connect() {
+      // An upgrade calls attributeChangedCallback and then connectedCallback: one stream.
+      this._disconnect();
       if (!this.token) return;
       const generation = ++this._generation;
       const url = new URL(this.server + "/inbox/stream");
@@ -273,6 +275,7 @@ time { display: block; margin-top: 0.25rem; font-size: 0.8em; color: var(--outbo
 
     async _closed(generation) {
       if (this._source) this._source.close();
+      this._source = null;
       let status = 0;
       try {
         status = (await fetch(this.server + "/inbox/count", { headers: this._headers() })).status;
