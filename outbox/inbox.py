@@ -72,6 +72,8 @@ def inbox_token(key: str, *, secret: str | bytes, ttl: int = 3600, now: float | 
     """
     if not isinstance(key, str) or not key:
         raise ValueError("inbox_token: key must be a non-empty string")
+    if "\x00" in key:
+        raise ValueError("inbox_token: key contains NUL, which no outbox.recipient key can")
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
         raise ValueError(f"inbox_token: ttl must be a positive number of seconds, got {ttl!r}")
     secret_bytes = _secret_bytes(secret)

@@ -721,11 +721,11 @@ SELECT outbox.inbox_mark_all_read($1)
 SELECT outbox.inbox_mark_seen($1)
 
 -- inbox_items(ids) --
--- New items for the event streams, by the ids their NOTIFY named.
+-- New items for the event streams, by the ids their NOTIFY named (unless archived since).
 SELECT id, recipient_key, notification_id, message_id, category, priority, title, body, url,
        data, created_at, seen_at, read_at, archived_at
   FROM outbox.inbox
- WHERE id = ANY($1::bigint[])
+ WHERE id = ANY($1::bigint[]) AND archived_at IS NULL
  ORDER BY id
 
 -- inbox_keys_of(ids) --

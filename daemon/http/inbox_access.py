@@ -72,9 +72,13 @@ def claim(request: web.Request) -> InboxClaim:
         raise _unauthorized("missing token (Authorization: Bearer <token>, or ?token=)")
     keys: list[bytes] = request.app[KEYS]
     try:
-        return read_inbox_token(token, keys)
+        found = read_inbox_token(token, keys)
     except InvalidInboxToken as exc:
         raise _unauthorized(f"invalid token: {exc}") from None
+    if "\x00" in found.key:
+        # PostgreSQL text cannot hold NUL: no person has such a key.
+        raise _unauthorized("invalid token: not a person's key")
+    return found
 
 
 def _unauthorized(message: str) -> Refused:

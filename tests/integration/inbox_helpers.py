@@ -162,6 +162,14 @@ class EventStream:
                     continue  # the retry hint alone
                 return event
 
+    async def next_new(self, after: int, within: float = 15) -> Event:
+        """The next event, passing over items up to id ``after``: an item committed just
+        before a stream opens may still reach it live (its signal was on the way), once."""
+        while True:
+            event = await self.next(within)
+            if event.kind != "item" or int(event.id or 0) > after:
+                return event
+
     async def _read(self) -> Event:
         data: list[str] = []
         event = Event("message")

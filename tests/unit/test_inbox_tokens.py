@@ -92,6 +92,7 @@ def test_no_keys_configured_refuses_everything() -> None:
     ("kwargs", "complaint"),
     [
         ({"key": ""}, "key must be a non-empty string"),
+        ({"key": "u\x00"}, "key contains NUL"),
         ({"ttl": 0}, "ttl must be a positive"),
         ({"ttl": 1.5}, "ttl must be a positive"),
         ({"ttl": True}, "ttl must be a positive"),
