@@ -69,6 +69,8 @@ async def list_items(request: web.Request) -> web.Response:
     category = request.query.get("category") or None
     if category is not None and len(category) > _MAX_CATEGORY:
         raise access.Refused(400, "category is too long")
+    if category is not None and "\x00" in category:
+        raise access.Refused(400, "category must not contain NUL")  # no text column can
     page = await request.app[STORE].page(
         key,
         before=before,
