@@ -120,10 +120,8 @@ UPDATE outbox.message m
 -- 'sent' in one statement, so an item exists exactly when its message says so (no crash
 -- window). Guarded by the lease like complete_many. A redelivered message (its item
 -- already there) is marked sent without a second item. An item of a person deleted since
--- the claim is left out (the foreign key would fail the whole batch). Every new item
--- sends NOTIFY outbox_inbox with {"id": <inbox id>, "recipient_key": <key>} at commit,
--- for whatever fans items out to the person's open pages; a key too long for a NOTIFY
--- payload is left out of it (the id alone finds the item).
+-- the claim is left out (the foreign key would fail the whole batch). New items are
+-- announced on NOTIFY outbox_inbox by the table's own trigger (migration 0008).
 -- Each item's id is drawn before the insert, so that the message's provider_message_id
 -- (the item's id) needs no join with the insert's output: the planner takes a CTE for
 -- one row and would compare every item with every other (measured: 60 us a row).
@@ -173,13 +171,7 @@ WITH item AS (
        AND m.attempts = l.attempts
     RETURNING m.id
 )
-SELECT (SELECT count(*) FROM sent) AS written,
-       (SELECT count(pg_notify('outbox_inbox',
-                               CASE WHEN octet_length(n.recipient_key) <= 7000
-                                    THEN json_build_object('id', n.id,
-                                                           'recipient_key', n.recipient_key)
-                                    ELSE json_build_object('id', n.id) END::text))
-          FROM inserted n) AS notified
+SELECT (SELECT count(*) FROM sent) AS written, (SELECT count(*) FROM inserted) AS inserted
 
 -- next_due(channel) --
 -- The earliest not_before among pending rows: one short index probe per priority.

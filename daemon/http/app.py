@@ -18,6 +18,7 @@ from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
 from daemon.http import admin, health, html, inbox, preferences, unsubscribe, webhooks
 from daemon.http.connections import (
+    GUARD,
     LISTEN_BACKLOG,
     ConnectionGuard,
     connection_budget,
@@ -122,6 +123,7 @@ async def _serve(
     variable: str,
 ) -> int:
     app.middlewares.insert(0, guard.middleware)
+    app[GUARD] = guard
     runner = web.AppRunner(
         app,
         access_log=None,

@@ -104,6 +104,8 @@ class ConnectionGuard:
         self._waiting: OrderedDict[asyncio.Transport, float] = OrderedDict()
         self._arrived: OrderedDict[asyncio.Transport, float] = OrderedDict()
         self._busy: set[asyncio.Transport] = set()
+        #: Long-lived responses (event streams): bounded by their own limit, not the cap.
+        self._streams: set[asyncio.Transport] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
@@ -157,7 +159,18 @@ class ConnectionGuard:
         if transport is not None and self._pop_waiting(transport) is not None:
             self._busy.add(transport)
 
+    def long_lived(self, transport: asyncio.Transport | None) -> None:
+        """The request on ``transport`` became a long-lived response (an event stream): it
+        no longer counts against the cap, so that open streams, which their own setting
+        bounds, never turn away the webhook or a page. Until the handler returns."""
+        if transport is not None and transport in self._busy:
+            self._busy.discard(transport)
+            self._streams.add(transport)
+
     def idle(self, transport: asyncio.Transport | None) -> None:
+        if transport is not None and transport in self._streams:
+            self._streams.discard(transport)
+            self._busy.add(transport)
         if transport is not None and transport in self._busy:
             self._busy.discard(transport)
             self._waiting[transport] = asyncio.get_running_loop().time()
@@ -198,6 +211,7 @@ class ConnectionGuard:
     def _forget(self, transport: asyncio.Transport) -> None:
         self._pop_waiting(transport)
         self._busy.discard(transport)
+        self._streams.discard(transport)
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -299,3 +313,7 @@ class _GuardedProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._inner is not None:
             self._inner.resume_writing()
+
+
+#: The guard of the server an app is served by (set when the server starts).
+GUARD = web.AppKey("connection_guard", ConnectionGuard)

@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from daemon.http import inbox_access as access
+from daemon.http.connections import GUARD
 from daemon.http.inbox_hub import InboxHub, Sink, Subscriber, count_frame, item_frame
 from daemon.http.inbox_store import InboxStore, dumps, item_dict
 from outbox import errors
@@ -66,6 +67,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
             transport = request.transport
             if transport is not None:
                 subscriber.on_overflow = transport.abort
+            guard = request.app.get(GUARD)
+            if guard is not None:  # streams are bounded by OUTBOXD_INBOX__MAX_STREAMS
+                guard.long_lived(transport)
             await _serve(request, response, subscriber, store, claim.key, after, replay)
         return response
     finally:

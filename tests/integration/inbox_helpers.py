@@ -61,11 +61,13 @@ class Inbox:
             return response.status, body, response.headers
 
 
-def inbox_settings(database_url: str, tmp_path: Path, **inbox: Any) -> Any:
+def inbox_settings(
+    database_url: str, tmp_path: Path, *, http_max_connections: int = 512, **inbox: Any
+) -> Any:
     return make_settings(
         database_url,
         tmp_path,
-        http={"host": "127.0.0.1", "port": 0},
+        http={"host": "127.0.0.1", "port": 0, "max_connections": http_max_connections},
         secret_key=f"{SECRET},{OLD_SECRET}",
         inbox={"allowed_origins": APP_ORIGIN, **inbox},
     )
@@ -73,7 +75,8 @@ def inbox_settings(database_url: str, tmp_path: Path, **inbox: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def serving(database_url: str, tmp_path: Path, **inbox: Any) -> AsyncIterator[Inbox]:
-    """A started daemon whose event streams are live; stopped gracefully on exit."""
+    """A started daemon whose event streams are live; stopped gracefully on exit. Keywords
+    are inbox settings, and ``http_max_connections``."""
     daemon = Daemon(inbox_settings(database_url, tmp_path, **inbox), dsn=database_url)
     task = asyncio.create_task(daemon.run())
     try:

@@ -4,6 +4,7 @@ a daemon restart too), heartbeats, slow clients, expiring tokens, a lost LISTEN 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -239,3 +240,23 @@ async def test_streams_end_when_the_listen_connection_is_lost_and_catch_up(
         event = await stream.next()
         assert (event.kind, event.id) == ("item", str(missed))
         assert json.loads(event.data)["title"] == "during the outage"
+
+
+async def test_open_streams_never_turn_away_other_requests(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Streams are bounded by OUTBOXD_INBOX__MAX_STREAMS, not by the public server's
+    connection cap: with more streams open than the cap, pages and the webhook still get
+    through."""
+    await add_people(database_url, "u1")
+    async with (
+        serving(database_url, tmp_path, heartbeat_seconds=0.5, http_max_connections=4) as inbox,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        url = f"{inbox.url}/inbox/stream?token={Inbox.token('u1')}"
+        for _ in range(8):  # a connection each: one session each
+            session = await streams.enter_async_context(aiohttp.ClientSession())
+            response = await streams.enter_async_context(session.get(url))
+            assert response.status == 200
+        async with inbox.session.get(f"{inbox.url}/healthz") as health:
+            assert health.status == 200

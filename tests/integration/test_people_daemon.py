@@ -241,7 +241,7 @@ async def test_an_item_lands_once_and_is_announced(
         await drain(settings, database_url)
         [item] = await inbox(pool)
         payload = await asyncio.wait_for(announced.get(), 10)
-        assert json.loads(payload) == {"id": item["id"], "recipient_key": "u1"}
+        assert json.loads(payload) == {"kind": "item", "id": item["id"], "recipient_key": "u1"}
 
         # Delivery is at least once: a message delivered again finds its item there.
         message_id = (await rows_of(pool, nid))["inapp"]["id"]
