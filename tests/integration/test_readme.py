@@ -42,6 +42,7 @@ _FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.M | re.S)
 DEDICATED_SECTIONS = {
     "Notify people": "tests/integration/test_readme_people.py",
     "Digests and recurring schedules": "tests/integration/test_schedules.py",
+    "In-app inbox: the bell": "tests/integration/test_inbox_readme.py",
 }
 
 
