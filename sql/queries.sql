@@ -732,3 +732,100 @@ SELECT id, recipient_key, notification_id, message_id, category, priority, title
  WHERE recipient_key = $1 AND id > $2 AND archived_at IS NULL
  ORDER BY id
  LIMIT $3
+
+-- campaign_due() --
+-- The next scheduled campaign whose time has come, locked for this transaction; another
+-- daemon skips it.
+SELECT id
+  FROM outbox.campaign
+ WHERE status = 'scheduled' AND coalesce(send_at, '-infinity') <= now()
+ ORDER BY send_at NULLS FIRST, id
+ LIMIT 1
+   FOR UPDATE SKIP LOCKED
+
+-- campaign_start(campaign_id) --
+SELECT outbox.start_campaign($1)
+
+-- campaign_start_failed(campaign_id, error) --
+-- A start that cannot succeed as things are: back to draft, with the reason.
+UPDATE outbox.campaign SET status = 'draft', last_error = $2 WHERE id = $1
+
+-- campaign_winner_due() --
+SELECT id
+  FROM outbox.campaign
+ WHERE status = 'sending' AND test_percent IS NOT NULL AND winner_variant IS NULL
+   AND started_at + winner_after <= now()
+ ORDER BY started_at, id
+ LIMIT 1
+   FOR UPDATE SKIP LOCKED
+
+-- campaign_pick_winner(campaign_id) --
+SELECT outbox.campaign_pick_winner($1)
+
+-- campaign_finish() --
+SELECT outbox.campaign_finish()
+
+-- advance_sequences(max_rows) --
+SELECT outbox.advance_sequences($1)
+
+-- campaign_list() --
+SELECT c.id, c.name, l.name AS list_name, c.status, c.send_at, c.audience, c.variants,
+       c.winner_variant, c.started_at, c.finished_at, c.last_error
+  FROM outbox.campaign c
+  JOIN outbox.list l ON l.id = c.list_id
+ ORDER BY c.id
+
+-- campaign_by_id(campaign_id) --
+SELECT c.*, l.name AS list_name
+  FROM outbox.campaign c
+  JOIN outbox.list l ON l.id = c.list_id
+ WHERE c.id = $1
+
+-- campaign_audience_estimate(campaign_id) --
+-- How many messages starting it will make at most (active subscribers in the segment,
+-- the test share of them for an A/B test), for a progress bar.
+SELECT CASE WHEN c.test_percent IS NULL THEN n.total
+            ELSE ceil(n.total * c.test_percent / 100.0)::bigint END
+  FROM outbox.campaign c
+  JOIN outbox.list l ON l.id = c.list_id
+ CROSS JOIN LATERAL (SELECT outbox.segment_count(l.name, c.segment) AS total) AS n
+ WHERE c.id = $1
+
+-- message_id_high_water() --
+-- The message id sequence, read outside any transaction: it moves while another session's
+-- INSERT ... SELECT is still running, which is what the expansion progress bar shows.
+SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('outbox.message', 'id')::regclass), 0)
+
+-- campaign_progress(campaign_id) --
+SELECT status, count(*) AS n
+  FROM outbox.message
+ WHERE campaign_id = $1
+ GROUP BY status
+
+-- campaign_stats_of(campaign_id) --
+SELECT * FROM outbox.campaign_stats WHERE campaign_id = $1 ORDER BY variant NULLS FIRST
+
+-- campaign_rates(campaign_id) --
+SELECT variant, sent, hits, rate FROM outbox.campaign_variant_rates($1)
+
+-- campaign_cancel(campaign_id) --
+SELECT outbox.cancel_campaign($1)
+
+-- subscription_of(list_id, recipient_key) --
+SELECT s.status, l.name AS list_name
+  FROM outbox.subscription s
+  JOIN outbox.list l ON l.id = s.list_id
+ WHERE s.list_id = $1 AND s.recipient_key = $2
+
+-- confirm_subscription(list_id, recipient_key) --
+SELECT outbox.confirm_subscription($1, $2)
+
+-- record_engagement(message_id, event_type, source_id, payload) --
+-- An open or click seen by the tracking routes, once per message (opens) or per message
+-- and link (clicks); nothing for a message that no longer exists.
+INSERT INTO outbox.event (message_id, source, source_id, event_type, recipient, payload, occurred_at)
+SELECT m.id, 'tracking', $3, $2, outbox.normalize_recipient(m.channel, m.recipient), $4::jsonb, now()
+  FROM outbox.message m
+ WHERE m.id = $1
+ON CONFLICT (source, source_id, event_type) DO NOTHING
+RETURNING id

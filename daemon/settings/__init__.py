@@ -6,6 +6,7 @@ down. :func:`load` turns validation errors into one line naming the variable.
 
 from __future__ import annotations
 
+from daemon.settings.campaigns import CampaignSettings, TrackingSettings
 from daemon.settings.loading import credentials, describe, env_name, load
 from daemon.settings.sections import (
     ENV_PREFIX,
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_PREFIX",
     "LOCAL_SEND_TIMEOUT",
     "AwsSettings",
+    "CampaignSettings",
     "EmailProviderName",
     "EmailSettings",
     "FeedbackSettings",
@@ -44,6 +46,7 @@ __all__ = [
     "SmsSettings",
     "SmtpSettings",
     "SmtpTls",
+    "TrackingSettings",
     "WorkerSettings",
     "credentials",
     "describe",

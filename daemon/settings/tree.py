@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from daemon.settings.campaigns import CampaignSettings, TrackingSettings
 from daemon.settings.sections import (
     ENV_PREFIX,
     LOCAL_SEND_TIMEOUT,
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     inbox: InboxSettings = InboxSettings()
     worker: WorkerSettings = WorkerSettings()
     people: PeopleSettings = PeopleSettings()
+    campaigns: CampaignSettings = CampaignSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @field_validator("secret_key", mode="before")
     @classmethod
