@@ -13,10 +13,21 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from daemon.campaigns.store import CampaignStore
 from daemon.feedback import certificates
 from daemon.feedback.envelope import SnsVerifier
 from daemon.feedback.store import FeedbackStore
-from daemon.http import admin, health, html, inbox, preferences, unsubscribe, webhooks
+from daemon.http import (
+    admin,
+    confirm,
+    health,
+    html,
+    inbox,
+    preferences,
+    tracking,
+    unsubscribe,
+    webhooks,
+)
 from daemon.http.connections import (
     GUARD,
     LISTEN_BACKLOG,
@@ -75,6 +86,9 @@ def make_app(state: ServiceState, client: aiohttp.ClientSession) -> web.Applicat
         categories=settings.people.categories,
     )
     inbox.setup(app, state)
+    campaigns = CampaignStore(state.store.pool)
+    confirm.setup(app, keys=state.signing_keys, store=campaigns)
+    tracking.setup(app, keys=state.signing_keys, store=campaigns)
     app.on_response_prepare.append(html.add_safety_headers)
     return app
 
