@@ -18,8 +18,11 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from daemon import db, keys, metrics, providers, sdnotify
+from daemon.campaigns import loops as campaign_loops
+from daemon.campaigns.links import ConfirmLinks
+from daemon.campaigns.tracking import Tracker
 from daemon.delivery.completer import Completer
-from daemon.delivery.dispatch import Dispatcher, LinkBuilder
+from daemon.delivery.dispatch import Dispatcher, Finisher, LinkBuilder
 from daemon.delivery.lane import Lane
 from daemon.delivery.links import Links
 from daemon.delivery.person_links import PersonLinks
@@ -67,6 +70,12 @@ class Daemon:
             public_url=settings.links_base_url,
             keys=self.signing_keys,
             mailto=settings.email.list_unsubscribe_mailto,
+        )
+        # SES counts opens and clicks itself; the mail we build ourselves gets our links.
+        self.tracker: Finisher | None = (
+            Tracker(base_url=settings.links_base_url, keys=self.signing_keys)
+            if settings.tracking.enabled and settings.email.provider in ("smtp", "file")
+            else None
         )
         self.lanes: dict[str, Lane] = {}
         self.completer: Completer | None = None
@@ -191,12 +200,18 @@ class Daemon:
                 worker=settings.worker,
                 on_paused=self._on_paused,
                 on_throttled=self._on_throttled,
-                links=PersonLinks(
-                    self.links,
+                links=ConfirmLinks(
+                    PersonLinks(
+                        self.links,
+                        public_url=settings.links_base_url,
+                        keys=self.signing_keys,
+                        mailto=settings.email.list_unsubscribe_mailto,
+                    ),
                     public_url=settings.links_base_url,
                     keys=self.signing_keys,
-                    mailto=settings.email.list_unsubscribe_mailto,
+                    ttl_seconds=settings.campaigns.confirm_token_days * 86400,
                 ),
+                finish=self.tracker,
             )
             for channel, provider in channel_providers.items():
                 limiter = await self._limiter(store, channel, provider)
@@ -238,7 +253,11 @@ class Daemon:
                     group.create_task(reaper.run(), name="reaper")
                     group.create_task(listener.run(), name="listener")
                     group.create_task(self._watchdog(), name="watchdog")
-                    for name, loop in people_loops.build(pool, settings).items():
+                    side_loops = {
+                        **people_loops.build(pool, settings),
+                        **campaign_loops.build(pool, settings),
+                    }
+                    for name, loop in side_loops.items():
                         group.create_task(loop(self.stopping), name=name)
                     lane_tasks = [
                         group.create_task(lane.run(until_empty=until_empty), name=f"lane-{name}")

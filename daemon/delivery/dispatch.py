@@ -28,6 +28,8 @@ MAX_CONTEXT_BYTES = 256 * 1024
 
 #: Builds the extra template context and email headers for a message (unsubscribe links).
 LinkBuilder = Callable[[Message], tuple[Mapping[str, Any], Mapping[str, str]]]
+#: Changes a rendered message before it is sent (open and click tracking).
+Finisher = Callable[[Message, Rendered], Rendered]
 
 
 def _no_links(message: Message) -> tuple[Mapping[str, Any], Mapping[str, str]]:
@@ -53,6 +55,7 @@ class Dispatcher:
         providers: Mapping[str, Provider],
         worker: WorkerSettings,
         links: LinkBuilder = _no_links,
+        finish: Finisher | None = None,
         on_paused: Callable[[str, str], None] | None = None,
         on_throttled: Callable[[str], None] | None = None,
     ) -> None:
@@ -60,6 +63,7 @@ class Dispatcher:
         self.providers = providers
         self.worker = worker
         self.links = links
+        self.finish = finish
         self.on_paused = on_paused
         self.on_throttled = on_throttled
         # Labelled children looked up once: a lookup takes a lock and costs microseconds.
@@ -160,6 +164,8 @@ class Dispatcher:
         )
         if headers:
             rendered = rendered._replace(headers={**rendered.headers, **headers})
+        if self.finish is not None:
+            rendered = self.finish(message, rendered)
         return rendered
 
     def _failed(self, message: Message, provider: str, exc: errors.OutboxError) -> Completion:

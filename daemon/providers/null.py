@@ -5,8 +5,6 @@ from __future__ import annotations
 from daemon.providers.base import ProviderBase
 from outbox.models import Message, Receipt, Rendered
 
-_RECEIPT = Receipt(provider="null")
-
 
 class NullProvider(ProviderBase):
     name = "null"
@@ -15,4 +13,5 @@ class NullProvider(ProviderBase):
         self.channel = channel
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
-        return _RECEIPT
+        # An id of its own, like every provider's: feedback and statistics join on it.
+        return Receipt(self.name, f"null-{message.id}")
