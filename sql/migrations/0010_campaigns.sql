@@ -227,12 +227,12 @@ BEGIN
     RETURN acc;
 END $$;
 
--- The compiled form of a whole segment; NULL or {} selects everyone. Raises a clear error
--- (SQLSTATE 22023) for anything it does not understand.
+-- The compiled form of a whole segment; NULL (SQL or JSON) or {} selects everyone. Raises a
+-- clear error (SQLSTATE 22023) for anything it does not understand.
 CREATE FUNCTION outbox.segment_sql(segment jsonb) RETURNS outbox.compiled_segment
     LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF segment IS NULL OR segment = '{}'::jsonb THEN
+    IF segment IS NULL OR segment IN ('{}'::jsonb, 'null'::jsonb) THEN
         RETURN ROW('true', '{}'::text[], '{}'::jsonb[])::outbox.compiled_segment;
     END IF;
     RETURN outbox.segment_rule(segment, ROW('', '{}'::text[], '{}'::jsonb[])::outbox.compiled_segment,
