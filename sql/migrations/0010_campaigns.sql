@@ -333,7 +333,7 @@ BEGIN
     ON CONFLICT (list_id, recipient_key) DO UPDATE
        SET status = EXCLUDED.status, source = EXCLUDED.source, ip = EXCLUDED.ip,
            confirmed_at = EXCLUDED.confirmed_at, ended_at = NULL, ended_by_message_id = NULL,
-           updated_at = now()
+           confirm_sent_at = NULL, updated_at = now()
      WHERE s.status NOT IN ('active', 'pending');
 
     SELECT * INTO sub FROM outbox.subscription s

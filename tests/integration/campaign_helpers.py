@@ -3,11 +3,20 @@ application would."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import email.message
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
+
+from daemon.main import Daemon
+from tests.integration.daemon_helpers import Recorder, make_settings, read_eml
 
 
 async def add_people(
@@ -104,3 +113,77 @@ async def add_event(
         event_type,
         subtype,
     )
+
+
+class Service:
+    """A running daemon with its HTTP service, and the recorder of its completions."""
+
+    def __init__(self, daemon: Daemon, recorder: Recorder, outgoing: Path) -> None:
+        self.daemon = daemon
+        self.recorder = recorder
+        self.outgoing = outgoing
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.http_port}"
+
+    def local(self, link: str) -> str:
+        """A link from a message (on the public URL), pointed at this daemon."""
+        parts = urlsplit(link)
+        return f"{self.url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+    def eml(self, message_id: int) -> email.message.EmailMessage:
+        return read_eml(self.outgoing, message_id)
+
+
+PUBLIC_URL = "https://mail.acme.example"
+SECRET = "test-key-1"
+
+
+@contextlib.asynccontextmanager
+async def service(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Service]:
+    """A daemon with HTTP on a free port, a fast campaign loop, links on PUBLIC_URL."""
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        http={"host": "127.0.0.1", "port": 0},
+        public_url=PUBLIC_URL,
+        secret_key=SECRET,
+        campaigns={"interval": 0.1, **overrides.pop("campaigns", {})},
+        **overrides,
+    )
+    daemon = Daemon(settings, dsn=database_url)
+    recorder = Recorder()
+    daemon.completion_listeners.append(recorder)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 30)
+        yield Service(daemon, recorder, tmp_path / "outgoing")
+    finally:
+        daemon.request_stop()
+        await task
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], signal: asyncio.Event | None = None, within: float = 30
+) -> None:
+    """Until ``check`` (a database read) holds, looking again whenever ``signal`` fires (a
+    daemon's recorder: a result was written) and at least every 0.2 s (the campaign loop
+    has no signal of its own); fails after ``within`` seconds."""
+    signal = signal or asyncio.Event()
+    async with asyncio.timeout(within):
+        while not await check():
+            signal.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await signal.wait()
+
+
+async def fetch(
+    url: str, *, method: str = "GET", data: Any = None, redirects: bool = True
+) -> tuple[int, str, dict[str, str]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=data, allow_redirects=redirects) as response,
+    ):
+        return response.status, await response.text(), dict(response.headers)
