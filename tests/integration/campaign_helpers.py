@@ -54,7 +54,7 @@ async def add_campaign(pool: asyncpg.Pool, list_id: int, **fields: Any) -> int:
     values: dict[str, Any] = {
         "name": "Spring",
         "template": "newsletter",
-        "context": {"body": "Our spring news."},
+        "context": {"subject": "Spring news", "body": "Our spring news."},
         **fields,
     }
     names = ["list_id", *values]
@@ -63,7 +63,8 @@ async def add_campaign(pool: asyncpg.Pool, list_id: int, **fields: Any) -> int:
         *(json.dumps(v) if isinstance(v, (dict, list)) else v for v in values.values()),
     ]
     casts = {"segment": "::jsonb", "variants": "::jsonb", "context": "::jsonb",
-             "winner_after": "::interval", "test_percent": "::numeric"}  # fmt: skip
+             "winner_after": "::text::interval", "test_percent": "::numeric",
+             "send_at": "::text::timestamptz"}  # fmt: skip
     placeholders = [f"${i}{casts.get(n, '')}" for i, n in enumerate(names, 1)]
     campaign_id: int = await pool.fetchval(
         f"INSERT INTO outbox.campaign ({', '.join(names)}) VALUES ({', '.join(placeholders)}) "
