@@ -187,4 +187,5 @@ async def fetch(
         aiohttp.ClientSession() as session,
         session.request(method, url, data=data, allow_redirects=redirects) as response,
     ):
-        return response.status, await response.text(), dict(response.headers)
+        body = (await response.read()).decode("utf-8", errors="replace")
+        return response.status, body, dict(response.headers)
