@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -78,7 +79,7 @@ def _refusal(exc: errors.DatabaseError) -> str:
     """The database's own sentence for a refused call, else the whole error."""
     cause = exc.__cause__
     if isinstance(cause, asyncpg.PostgresError) and (cause.sqlstate or "").startswith("22"):
-        return str(cause).split(": ", 1)[-1]
+        return re.sub(r"^outbox\.[a-z_]+: ", "", str(cause))
     return str(exc)
 
 
