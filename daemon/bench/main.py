@@ -13,6 +13,8 @@ server) and drops it afterwards. Phases:
    daemon runs; enqueue-to-sent percentiles from the database's own clock.
 5. with --digests: the digest flush against the bare SQL of the same grouping, and the
    claim floor beside a large batched backlog (:mod:`daemon.bench.digests`).
+6. with --campaign: a large campaign's expansion against the bare INSERT ... SELECT, and
+   transactional latency while it drains (:mod:`daemon.bench.campaign`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def format_result(result: dict[str, Any]) -> str:
             f"{claim['rate_beside_batched']:,.0f} rows/s",
         )
         line("  beside / alone", f"{claim['ratio']:.2f}x{cpu(claim['cpu_ratio'])}")
+    if "campaign" in result:
+        from daemon.bench import campaign
+
+        campaign.format_result(result["campaign"], line)
     line("peak RSS of the bench process", f"{result['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines)
 
@@ -175,6 +181,10 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         result["digests"] = await digests.run(
             admin_dsn, args.digest_items, args.digest_groups, args.batched, args.messages
         )
+    if args.campaign:
+        from daemon.bench import campaign
+
+        result["campaign"] = await campaign.run(admin_dsn, settings, args)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 

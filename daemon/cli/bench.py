@@ -117,6 +117,24 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--inbox-seconds", type=positive_number, default=10.0, help="how long (10 s)"
     )
+    parser.add_argument(
+        "--campaign",
+        action="store_true",
+        help="also expand a campaign to --audience people against the bare INSERT ... SELECT, "
+        "then time transactional mail (at --rate) while the daemon sends it",
+    )
+    parser.add_argument(
+        "--audience", type=positive_int, default=1_000_000, help="campaign audience (1,000,000)"
+    )
+    parser.add_argument(
+        "--campaign-rounds", type=positive_int, default=2, help="expansion rounds of each side (2)"
+    )
+    parser.add_argument(
+        "--campaign-rate",
+        type=float,
+        default=0.0,
+        help="OUTBOXD_EMAIL__RATE while the campaign drains (0: unlimited)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
 
