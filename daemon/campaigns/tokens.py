@@ -1,19 +1,18 @@
-"""Signed tokens in the links of lists and campaigns: ``/confirm`` (double opt-in) and the
-tracking routes ``/t/o`` (open pixel) and ``/t/c`` (click redirect).
+"""Tokens in the links of lists and campaigns: ``/confirm`` (double opt-in) and the tracking
+routes ``/t/o`` (open pixel) and ``/t/c`` (click redirect).
 
-A token is ``<b64url(JSON payload)>.<b64url(signature)>``, the signature being the first
-16 bytes of HMAC-SHA256 over ``outboxd:<purpose>\\n<payload>`` with the first key of
-OUTBOXD_SECRET_KEY (every configured key verifies, as for unsubscribe links). The purpose
-is signed, not carried: a click token is no confirmation token, and neither reads as an
-unsubscribe token. b64url has no padding and only its canonical spelling is accepted.
+A token is a Fernet token (AES-128-CBC and HMAC-SHA256, from ``cryptography``) of a JSON
+array, without its base64 padding: authenticated, so any change is detected, and opaque,
+so no recipient key or address can be read from a URL. Its key is derived (HKDF-SHA256)
+from OUTBOXD_SECRET_KEY and the token's purpose ("confirm", "open", "click"): a click
+token is no confirmation token, and none of them is an unsubscribe token. The first key
+makes tokens and every configured key reads them, so keys rotate as for unsubscribe links.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
-import hmac
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -21,41 +20,36 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-_SIG_BYTES = 16
+from cryptography.fernet import Fernet
+from cryptography.fernet import InvalidToken as FernetInvalid
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 #: Longer tokens are refused before any work (a click token carries its URL).
 MAX_TOKEN_CHARS = 4096
 
 
 class InvalidLink(ValueError):
-    """The token is malformed, tampered with, or signed by an unknown key."""
+    """The token is malformed, tampered with, or made with an unknown key."""
 
 
 class ExpiredLink(InvalidLink):
     """The token is genuine but no longer valid."""
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(data) != text:
-        raise ValueError("non-canonical base64")
-    return data
-
-
-def _signature(key: bytes, purpose: str, payload: bytes) -> bytes:
-    message = f"outboxd:{purpose}\n".encode() + payload
-    return hmac.new(key, message, hashlib.sha256).digest()[:_SIG_BYTES]
+@functools.lru_cache(maxsize=64)
+def _fernet(key: bytes, purpose: str) -> Fernet:
+    info = f"outboxd {purpose} link v1".encode()
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+    return Fernet(base64.urlsafe_b64encode(derived))
 
 
 def sign(keys: Sequence[bytes], purpose: str, payload: Sequence[Any]) -> str:
-    """A token carrying ``payload`` (JSON) for ``purpose``, signed with the first key."""
+    """An opaque token carrying ``payload`` (JSON) for ``purpose``, made with the first key."""
     if not keys:
         raise InvalidLink("no signing key configured")
     data = json.dumps(list(payload), separators=(",", ":"), ensure_ascii=False).encode()
-    return f"{_b64(data)}.{_b64(_signature(keys[0], purpose, data))}"
+    return _fernet(keys[0], purpose).encrypt(data).decode("ascii").rstrip("=")
 
 
 def verify(keys: Sequence[bytes], purpose: str, token: str) -> list[Any]:
@@ -64,20 +58,28 @@ def verify(keys: Sequence[bytes], purpose: str, token: str) -> list[Any]:
         raise InvalidLink("no verification key configured")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not token.isascii():
         raise InvalidLink("malformed token")
+    padded = (token + "=" * (-len(token) % 4)).encode("ascii")
     try:
-        encoded_payload, encoded_sig = token.split(".")
-        data, signature = _unb64(encoded_payload), _unb64(encoded_sig)
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidLink("malformed token") from exc
-    if not any(hmac.compare_digest(_signature(k, purpose, data), signature) for k in keys):
-        raise InvalidLink("bad signature")
-    try:
-        payload = json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidLink("malformed payload") from exc
-    if not isinstance(payload, list):
-        raise InvalidLink("malformed payload")
-    return payload
+        # Only the canonical spelling: otherwise the unused bits of the last character
+        # (and characters base64 skips) would give every token several valid spellings.
+        canonical = base64.urlsafe_b64encode(base64.urlsafe_b64decode(padded)) == padded
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise InvalidLink("malformed token")
+    for key in keys:
+        try:
+            data = _fernet(key, purpose).decrypt(padded)
+        except FernetInvalid:
+            continue
+        try:
+            payload = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidLink("malformed payload") from exc
+        if not isinstance(payload, list):
+            raise InvalidLink("malformed payload")
+        return payload
+    raise InvalidLink("bad token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,9 @@ def read_click_token(keys: Sequence[bytes], token: str) -> tuple[int, str]:
 
 
 def is_web_url(url: str) -> bool:
-    """An absolute http(s) URL with a host and nothing that could split a header."""
-    if any(c in url for c in "\r\n\t\0 ") or len(url) > 2048:
+    """An absolute http(s) URL with a host, in ASCII (a Location header as it is), and
+    nothing that could split a header."""
+    if not url.isascii() or any(c in url for c in "\r\n\t\0 ") or len(url) > 2048:
         return False
     try:
         parts = urlsplit(url)
