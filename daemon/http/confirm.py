@@ -84,13 +84,21 @@ async def confirm_page(request: web.Request) -> web.Response:
     return _page(200, "active", list_name=list_name)
 
 
-async def confirm_post(request: web.Request) -> web.Response:
+async def _form_token(request: web.Request) -> str:
+    """The token field of the posted form; empty when there is none or the body is
+    unreadable (a bad charset, a broken multipart body, ...)."""
     try:
         form = await request.post()
-    except (ValueError, LookupError, UnicodeDecodeError):
-        return _page(400, "invalid")
+    except web.HTTPException:
+        raise  # too large: aiohttp's own 413
+    except Exception:  # whatever a client sends, its body is never our 500
+        return ""
     field = form.get("token")
-    token = request.query.get("token") or (field if isinstance(field, str) else "")
+    return field if isinstance(field, str) else ""
+
+
+async def confirm_post(request: web.Request) -> web.Response:
+    token = request.query.get("token") or await _form_token(request)
     claim = _claim(request, token)
     if isinstance(claim, web.Response):
         return claim
