@@ -142,8 +142,13 @@ class CampaignStore:
 
     async def cancel(self, campaign_id: int) -> int:
         """``outbox.cancel_campaign``: pending messages cancelled."""
-        async with _translated("cancel campaign"):
-            stopped = await self.pool.fetchval(
+        async with (
+            _translated("cancel campaign"),
+            self.pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(f"SET LOCAL statement_timeout = '{LONG_STATEMENT}'")
+            stopped = await conn.fetchval(
                 sql.get("campaign_cancel"), campaign_id, timeout=LONG_SECONDS
             )
         return int(stopped or 0)
@@ -156,8 +161,13 @@ class CampaignStore:
 
     async def stats(self, campaign_id: int) -> list[dict[str, Any]]:
         """The rows of ``outbox.campaign_stats`` for the campaign, one per variant."""
-        async with _translated("campaign stats"):
-            rows = await self.pool.fetch(sql.get("campaign_stats_of"), campaign_id)
+        async with (
+            _translated("campaign stats"),
+            self.pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(f"SET LOCAL statement_timeout = '{LONG_STATEMENT}'")
+            rows = await conn.fetch(sql.get("campaign_stats_of"), campaign_id, timeout=LONG_SECONDS)
         return [dict(row) for row in rows]
 
     async def rates(self, campaign_id: int) -> list[dict[str, Any]]:
