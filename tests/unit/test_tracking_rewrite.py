@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from daemon.campaigns import tokens
 from daemon.campaigns.tracking import Tracker, instrument
+from daemon.main import Daemon
+from daemon.settings import Settings
 from outbox.models import Message, Rendered
 
 KEYS = [b"k"]
@@ -67,3 +70,17 @@ def test_transactional_mail_and_text_only_mail_are_left_alone() -> None:
     assert tracker(_message("transactional"), rendered) is rendered
     text_only = Rendered(subject="s", text="https://x.example")
     assert tracker(_message(), text_only) is text_only
+
+
+def test_only_mail_we_build_ourselves_is_tracked_and_only_when_enabled(tmp_path: Path) -> None:
+    def tracker(provider: str, enabled: bool) -> object:
+        settings = Settings(
+            data_dir=tmp_path, secret_key="k", tracking={"enabled": enabled},
+            email={"provider": provider},
+        )  # fmt: skip
+        return Daemon(settings, dsn="postgresql://unused").tracker
+
+    assert isinstance(tracker("smtp", True), Tracker)
+    assert isinstance(tracker("file", True), Tracker)
+    assert tracker("ses", True) is None  # SES counts opens and clicks itself
+    assert tracker("smtp", False) is None
