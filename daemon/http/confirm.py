@@ -18,6 +18,7 @@ from aiohttp import web
 
 from daemon.campaigns.store import CampaignStore
 from daemon.campaigns.tokens import ConfirmClaim, ExpiredLink, InvalidLink, read_confirm_token
+from daemon.http import forms
 from outbox import errors
 
 logger = logging.getLogger(__name__)
@@ -86,15 +87,12 @@ async def confirm_page(request: web.Request) -> web.Response:
 
 async def _form_token(request: web.Request) -> str:
     """The token field of the posted form; empty when there is none or the body is
-    unreadable (a bad charset, a broken multipart body, ...)."""
+    unreadable (read as strictly as every form: :mod:`daemon.http.forms`)."""
     try:
-        form = await request.post()
-    except web.HTTPException:
-        raise  # too large: aiohttp's own 413
-    except Exception:  # whatever a client sends, its body is never our 500
+        form = await forms.read_form(request)
+    except forms.FormRejected:
         return ""
-    field = form.get("token")
-    return field if isinstance(field, str) else ""
+    return form.get("token", "")
 
 
 async def confirm_post(request: web.Request) -> web.Response:

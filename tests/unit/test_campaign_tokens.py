@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from daemon.campaigns import tokens
-from outbox.tokens import InvalidToken, read_token
+from daemon.tokens import InvalidToken, read_token
 
 KEYS = [b"current-key", b"older-key"]
 
@@ -70,7 +70,7 @@ def test_a_token_of_one_purpose_is_refused_for_another() -> None:
     # ... and none of ours reads as an unsubscribe token, nor the other way round.
     with pytest.raises(InvalidToken):
         read_token(KEYS, opened)
-    from outbox.tokens import make_token
+    from daemon.tokens import make_token
 
     unsubscribe = make_token(KEYS, channel="email", recipient="a@example.com", category="news")
     with pytest.raises(tokens.InvalidLink):
