@@ -591,7 +591,7 @@ BEGIN
         EXECUTE 'INSERT INTO outbox.message
                      (channel, recipient, template, context, category, priority, locale,
                       recipient_key, campaign_id, variant, list_id)
-                 SELECT ''email'', a.email, $6, $7 || jsonb_build_object(''person'', a.attrs) || $9,
+                 SELECT ''email'', a.email, $6, $7 || $9,
                         $4, 0, a.locale, a.recipient_key, $5, $8, $3
                    FROM (' || audience || '
                             AND NOT EXISTS (SELECT 1 FROM outbox.message m
@@ -603,7 +603,7 @@ BEGIN
         EXECUTE 'INSERT INTO outbox.message
                      (channel, recipient, template, context, category, priority, locale,
                       recipient_key, campaign_id, list_id)
-                 SELECT ''email'', a.email, $6, $7 || jsonb_build_object(''person'', a.attrs),
+                 SELECT ''email'', a.email, $6, $7,
                         $4, 0, a.locale, a.recipient_key, $5, $3
                    FROM (' || audience || ') AS a'
           USING seg.names, seg.vals, c.list_id, c.category, c.id, c.template, c.context;
@@ -616,7 +616,7 @@ BEGIN
                      (channel, recipient, template, context, category, priority, locale,
                       recipient_key, campaign_id, variant, list_id)
                  SELECT ''email'', d.email, $6,
-                        $7 || jsonb_build_object(''person'', d.attrs) || $9[d.slot],
+                        $7 || $9[d.slot],
                         $4, 0, d.locale, d.recipient_key, $5, $8[d.slot], $3
                    FROM (SELECT b.*, ((b.rank - 1) % cardinality($8)) + 1 AS slot
                            FROM (SELECT a.*,
@@ -1028,7 +1028,7 @@ BEGIN
                     (channel, recipient, template, context, category, priority, locale, tags,
                      idempotency_key, recipient_key, list_id)
                 VALUES ('email', person.email, st.template,
-                        st.context || jsonb_build_object('person', person.attrs), q.category, 0,
+                        st.context, q.category, 0,
                         person.locale, jsonb_build_object('sequence', q.name, 'step', st.position),
                         format('sequence:%s:%s', e.id, st.position), person.key, q.list_id)
                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -1224,6 +1224,53 @@ END $$;
 
 CREATE TRIGGER preference_changed AFTER INSERT OR UPDATE OF opted_out ON outbox.preference
     FOR EACH ROW EXECUTE FUNCTION outbox.preference_changed();
+
+-- A person's own switches (their preference page and its one-click, which the links in
+-- their messages lead to) end list subscriptions too: email (or every channel) switched off
+-- for a category is an unsubscribe from the list message of that category; switching it
+-- back on restores what it ended. Email switched off for every category ('*') ends every
+-- subscription, unless the person keeps some category's email on with a more specific
+-- switch (the most specific switch wins, as for every message).
+CREATE FUNCTION outbox.channel_preference_changed() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    address text;
+BEGIN
+    SELECT outbox.normalize_recipient('email', r.email) INTO address
+      FROM outbox.recipient r
+     WHERE r.key = NEW.recipient_key AND r.email IS NOT NULL;
+    IF address IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF NOT NEW.enabled AND (TG_OP = 'INSERT' OR OLD.enabled) THEN
+        IF NEW.category <> '*' THEN
+            PERFORM outbox.unsubscribe_event('email', address, NEW.category);
+        ELSIF NOT EXISTS (SELECT 1
+                            FROM outbox.channel_preference p
+                           WHERE p.recipient_key = NEW.recipient_key
+                             AND p.channel IN ('email', '*') AND p.category <> '*'
+                             AND p.enabled) THEN
+            PERFORM outbox.unsubscribe_event('email', address, NULL);
+            UPDATE outbox.subscription s
+               SET status = 'unsubscribed', ended_at = now(), updated_at = now()
+             WHERE s.recipient_key = NEW.recipient_key AND s.status IN ('active', 'pending');
+        END IF;
+    ELSIF NEW.category <> '*' AND NEW.enabled AND TG_OP = 'UPDATE' AND NOT OLD.enabled THEN
+        UPDATE outbox.subscription s
+           SET status = 'active', ended_at = NULL, ended_by_message_id = NULL, updated_at = now()
+          FROM outbox.message m
+         WHERE s.recipient_key = NEW.recipient_key
+           AND s.status = 'unsubscribed'
+           AND m.id = s.ended_by_message_id
+           AND m.category = NEW.category;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER channel_preference_changed
+    AFTER INSERT OR UPDATE OF enabled ON outbox.channel_preference
+    FOR EACH ROW WHEN (NEW.channel IN ('email', '*'))
+    EXECUTE FUNCTION outbox.channel_preference_changed();
 
 -- Unsubscribing from everything (a suppression with reason 'unsubscribe') ends every
 -- list subscription of the people with that address; the latest list message is linked.

@@ -62,7 +62,7 @@ async def test_the_audience(pool: asyncpg.Pool) -> None:
     assert (first["priority"], first["list_id"], first["variant"], first["status"]) == (
         0, 1, None, "pending"
     )  # fmt: skip
-    assert json.loads(first["context"]) == {"body": "Hello", "person": {"plan": "pro"}}
+    assert json.loads(first["context"]) == {"body": "Hello"}
     row = await pool.fetchrow("SELECT * FROM outbox.campaign WHERE id = $1", campaign)
     assert (row["status"], row["audience"], row["started_at"] is not None) == ("sending", 3, True)
     with pytest.raises(asyncpg.InvalidParameterValueError, match="is already sending"):

@@ -256,8 +256,10 @@ async def test_one_click_unsubscribe_ends_that_list_only_and_names_the_message(
     # The next campaign to the list leaves them out.
     again = await add_campaign(pool, 1, name="Again")
     assert await pool.fetchval("SELECT outbox.start_campaign($1)", again) == 2
-    # The page's undo brings the subscription back.
-    status, _, _ = await fetch(url, method="POST", data={"action": "resubscribe"})
+    # Switching the category back on, on the person's page, brings the subscription back.
+    status, _, _ = await fetch(
+        url, method="POST", data={"action": "save", "on": f"email:{messages['u1']['category']}"}
+    )
     assert status == 200
     assert (await _subscriptions(pool))[("news", "u1")] == ("active", None)
 
@@ -267,12 +269,32 @@ async def test_unsubscribing_from_everything_ends_every_subscription(
 ) -> None:
     running, _, messages = sent_campaign
     url = _one_click_url(running, messages["u2"]["id"])
-    status, _, _ = await fetch(url, method="POST", data={"action": "all"})
+    status, _, _ = await fetch(url, method="POST", data={"action": "off"})  # everything
     assert status == 200
     subscriptions = await _subscriptions(pool)
     assert subscriptions[("news", "u2")] == ("unsubscribed", messages["u2"]["id"])
     assert subscriptions[("promo", "u2")][0] == "unsubscribed"
     assert subscriptions[("news", "u1")] == ("active", None)
+
+
+async def test_a_persons_switches_end_subscriptions_unless_a_category_stays_on(
+    subscribed: asyncpg.Pool,
+) -> None:
+    pool = subscribed
+    # Everything off, but marketing email kept on: the most specific switch wins.
+    await pool.execute(
+        "INSERT INTO outbox.channel_preference (recipient_key, channel, category, enabled) "
+        "VALUES ('u1', '*', '*', false), ('u1', 'email', 'marketing', true)"
+    )
+    # Everything off, nothing kept: every subscription ends.
+    await pool.execute(
+        "INSERT INTO outbox.channel_preference (recipient_key, channel, category, enabled) "
+        "VALUES ('u2', 'email', '*', false)"
+    )
+    subscriptions = await _subscriptions(pool)
+    assert subscriptions[("news", "u1")][0] == subscriptions[("promo", "u1")][0] == "active"
+    assert subscriptions[("news", "u2")][0] == subscriptions[("promo", "u2")][0] == "unsubscribed"
+    assert subscriptions[("news", "u3")][0] == "active"
 
 
 async def test_hard_bounces_and_complaints_end_the_subscription(

@@ -4,6 +4,7 @@ once it was read (through the HTTP routes, read-all included)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ CONTEXT = {"name": "Ann", "login_url": "https://x.example"}
 
 
 async def _notify_escalating(dsn: str, escalate_after: timedelta) -> tuple[int, int]:
-    """(notification id, inbox item id): the item delivered as the inapp provider does."""
+    """(notification id, inbox item id), once the running daemon delivered the item."""
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
@@ -28,15 +29,16 @@ async def _notify_escalating(dsn: str, escalate_after: timedelta) -> tuple[int, 
                 conn, recipient_key="u1", template="welcome", context=CONTEXT,
                 channels=["inapp", "email"], escalate_after=escalate_after,
             )  # fmt: skip
-        item: int = await conn.fetchval(
-            "INSERT INTO outbox.inbox (recipient_key, notification_id, message_id, title)"
-            " SELECT recipient_key, notification_id, id, 'Welcome' FROM outbox.message"
-            " WHERE notification_id = $1 AND channel = 'inapp' RETURNING id",
-            notification,
-        )
+        async with asyncio.timeout(30):
+            while True:
+                item: int | None = await conn.fetchval(
+                    "SELECT id FROM outbox.inbox WHERE notification_id = $1", notification
+                )
+                if item is not None:
+                    return notification, item
+                await asyncio.sleep(0.02)
     finally:
         await conn.close()
-    return notification, item
 
 
 async def _email(dsn: str, notification: int) -> asyncpg.Record:

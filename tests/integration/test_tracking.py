@@ -105,7 +105,7 @@ async def test_clicks_redirect_to_the_signed_url_only(
     running, campaign, message = tracked
     body = _html(running, message["id"])
     assert CTA not in html.unescape(body)  # the call to action goes through the redirect
-    assert 'href="https://mail.acme.example/unsubscribe?' in body  # our own link does not
+    assert 'href="https://mail.acme.example/preferences?' in body  # our own link does not
     _, clicks = _tracking_links(running, message["id"])
     [cta] = [c for c in clicks if tokens.read_click_token(
         [SECRET.encode()], c.rsplit("/", 1)[1])[1] == CTA]  # fmt: skip
