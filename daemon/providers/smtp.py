@@ -161,6 +161,6 @@ def _discard(client: aiosmtplib.SMTP) -> None:
     before the socket is closed; a connection given up after an error owes the server
     nothing, and a socket left closing would outlive a stopping daemon's event loop.
     """
-    if client.transport is not None:
+    if isinstance(client.transport, asyncio.Transport):
         client.transport.abort()
     client.close()
