@@ -30,6 +30,7 @@ from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
 from daemon.delivery.render import Renderer
 from daemon.delivery.wakeup import WakeupListener
+from daemon.hooks import loops as hook_loops
 from daemon.http import app as http_app
 from daemon.http.state import ServiceState
 from daemon.people import loops as people_loops
@@ -256,6 +257,7 @@ class Daemon:
                     side_loops = {
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
+                        **hook_loops.build(pool, settings, dsn=self.dsn, worker_id=self.worker_id),
                     }
                     for name, loop in side_loops.items():
                         group.create_task(loop(self.stopping), name=name)

@@ -829,3 +829,116 @@ SELECT m.id, 'tracking', $3, $2, outbox.normalize_recipient(m.channel, m.recipie
  WHERE m.id = $1
 ON CONFLICT (source, source_id, event_type) DO NOTHING
 RETURNING id
+
+-- ==== Outbound webhooks (daemon/hooks/store.py) ====================================
+
+-- hook_endpoints() --
+-- The enabled endpoints the lane posts to (a handful; read every pass, so that an endpoint
+-- added, changed or disabled is seen within one poll).
+SELECT id, url, secret FROM outbox.webhook_endpoint WHERE enabled ORDER BY id
+
+-- hook_claim(worker, lease_seconds, endpoint_ids, slots) --
+-- Claims each endpoint's due deliveries, oldest first, at most its free slots. Every
+-- endpoint is claimed on its own, so a dead endpoint's backlog never takes another's turn.
+-- The attempt is counted at the claim: a daemon killed mid-POST has used it.
+WITH claimed AS (
+    SELECT x.id
+      FROM unnest($3::bigint[], $4::integer[]) AS s(endpoint_id, slots)
+     CROSS JOIN LATERAL (
+            SELECT d.id
+              FROM outbox.webhook_delivery d
+             WHERE d.endpoint_id = s.endpoint_id
+               AND d.status = 'pending'
+               AND d.next_attempt_at <= now()
+             ORDER BY d.next_attempt_at, d.id
+             LIMIT s.slots
+               FOR UPDATE SKIP LOCKED) AS x
+)
+UPDATE outbox.webhook_delivery d
+   SET status = 'sending', locked_by = $1,
+       locked_until = now() + make_interval(secs => $2),
+       attempts = d.attempts + 1, updated_at = now()
+  FROM claimed c
+ WHERE d.id = c.id
+RETURNING d.id, d.event_id, d.endpoint_id, d.type, d.data::text AS data, d.created_at,
+          d.attempts
+
+-- hook_complete(ids, attempts, delivered, errors, http_statuses, retry_delays, worker, window_seconds) --
+-- Writes a batch of results, guarded by the lease (a delivery reclaimed meanwhile is left
+-- alone). A failure is retried after its delay, unless that falls outside the retry window
+-- counted from the creation (or the last replay): then it is failed, and kept for replay.
+UPDATE outbox.webhook_delivery d
+   SET status = CASE WHEN r.delivered THEN 'delivered'
+                     WHEN now() + make_interval(secs => r.delay)
+                          > d.retry_from + make_interval(secs => $8) THEN 'failed'
+                     ELSE 'pending' END,
+       next_attempt_at = CASE WHEN r.delivered THEN d.next_attempt_at
+                              ELSE now() + make_interval(secs => r.delay) END,
+       delivered_at = CASE WHEN r.delivered THEN now() END,
+       last_error = r.error, last_status = r.http_status,
+       locked_by = NULL, locked_until = NULL, updated_at = now()
+  FROM unnest($1::bigint[], $2::integer[], $3::boolean[], $4::text[], $5::smallint[],
+              $6::float8[]) AS r(id, attempts, delivered, error, http_status, delay)
+ WHERE d.id = r.id AND d.status = 'sending' AND d.locked_by = $7 AND d.attempts = r.attempts
+RETURNING d.id, d.status
+
+-- hook_reap(limit) --
+-- Deliveries whose daemon vanished mid-POST go back to pending (their attempt is spent).
+UPDATE outbox.webhook_delivery d
+   SET status = 'pending', locked_by = NULL, locked_until = NULL, updated_at = now()
+ WHERE d.id IN (SELECT id FROM outbox.webhook_delivery
+                 WHERE status = 'sending' AND locked_until < now()
+                 ORDER BY locked_until
+                 LIMIT $1
+                   FOR UPDATE SKIP LOCKED)
+RETURNING d.id
+
+-- hook_add(url, secret, events, description) --
+INSERT INTO outbox.webhook_endpoint (url, secret, events, description)
+VALUES ($1, $2, $3::text[], $4)
+RETURNING id
+
+-- hook_remove(id) --
+DELETE FROM outbox.webhook_endpoint WHERE id = $1 RETURNING id
+
+-- hook_list() --
+-- Every endpoint with its deliveries by status (pending includes those being sent).
+SELECT e.id, e.url, e.events, e.enabled, e.description, e.created_at,
+       count(d.id) FILTER (WHERE d.status IN ('pending', 'sending')) AS pending,
+       count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
+       count(d.id) FILTER (WHERE d.status = 'failed') AS failed
+  FROM outbox.webhook_endpoint e
+  LEFT JOIN outbox.webhook_delivery d ON d.endpoint_id = e.id
+ GROUP BY e.id
+ ORDER BY e.id
+
+-- hook_replay(ids, endpoint_id, since, limit, dry_run) --
+-- Failed deliveries matching every given filter go back to pending, due now, with a new
+-- retry window (their event id stays the same); with dry_run they are only counted.
+WITH picked AS (
+    SELECT id FROM outbox.webhook_delivery
+     WHERE status = 'failed'
+       AND ($1::bigint[] IS NULL OR id = ANY ($1::bigint[]))
+       AND ($2::bigint IS NULL OR endpoint_id = $2::bigint)
+       AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz)
+     ORDER BY id
+     LIMIT $4
+       FOR UPDATE SKIP LOCKED
+), replayed AS (
+    UPDATE outbox.webhook_delivery d
+       SET status = 'pending', next_attempt_at = now(), retry_from = now(), updated_at = now()
+      FROM picked p
+     WHERE d.id = p.id AND NOT $5::boolean
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM picked) AS matched, (SELECT count(*) FROM replayed) AS replayed
+
+-- hook_wake() --
+SELECT pg_notify('outbox_webhook', '')
+
+-- hook_counts() --
+-- Unfinished and failed deliveries for the gauges and `outboxd stats`, from the partial
+-- indexes (delivered rows, the bulk, are not counted).
+SELECT (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'sending') AS sending,
+       (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'failed') AS failed
