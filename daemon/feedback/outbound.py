@@ -32,6 +32,10 @@ class UrlRefused(ValueError):
     """The URL may not be fetched; the message says why (safe to show to an operator)."""
 
 
+class AddressRefused(OSError):
+    """A name resolved to no address that may be reached (raised before any connect)."""
+
+
 def split_url(url: object, *, schemes: Iterable[str] = ("https",)) -> SplitResult:
     """``url`` split, if it is printable ASCII, of one of ``schemes``, with a host and no
     user part or fragment; else :class:`UrlRefused`."""
@@ -132,7 +136,7 @@ class GuardedResolver(AbstractResolver):
         found = await self.inner.resolve(host, port, family)
         kept = [r for r in found if self._allowed(host, r)]
         if not kept:
-            raise OSError(f"{host} resolves to no public address")
+            raise AddressRefused(f"{host} resolves to no public address")
         return kept
 
     def _allowed(self, host: str, result: ResolveResult | dict[str, Any]) -> bool:

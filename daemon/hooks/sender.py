@@ -73,6 +73,10 @@ async def post(
             status = response.status
     except TimeoutError:
         return Answer(False, error=f"no answer within {seconds:g}s")
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, outbound.AddressRefused):
+            return Answer(False, error=f"URL refused: {exc.os_error}")
+        return Answer(False, error=mask_text(f"{type(exc).__name__}: {exc}")[:300])
     except (aiohttp.ClientError, OSError) as exc:
         return Answer(False, error=mask_text(f"{type(exc).__name__}: {exc}")[:300])
     if 200 <= status < 300:
