@@ -25,6 +25,7 @@ class Received:
     event: dict[str, Any]
     signature: str
     valid: bool
+    body: bytes
 
 
 @dataclass
@@ -51,7 +52,8 @@ class Receiver:
         header = request.headers.get(signing.HEADER, "")
         event = json.loads(body)
         attempt = sum(1 for r in self.received if r.event["id"] == event["id"]) + 1
-        self.received.append(Received(event, header, signing.verify(self.secret, body, header)))
+        valid = signing.verify(self.secret, body, header)
+        self.received.append(Received(event, header, valid, body))
         self.arrived.set()
         if self.hold is not None:
             await self.hold.wait()
