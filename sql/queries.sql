@@ -899,7 +899,10 @@ VALUES ($1, $2, $3::text[], $4)
 RETURNING id
 
 -- hook_remove(id) --
-DELETE FROM outbox.webhook_endpoint WHERE id = $1 RETURNING id
+-- The endpoint and its deliveries (no foreign key: see migration 0012).
+WITH gone AS (DELETE FROM outbox.webhook_endpoint WHERE id = $1 RETURNING id),
+     deliveries AS (DELETE FROM outbox.webhook_delivery d USING gone WHERE d.endpoint_id = gone.id)
+SELECT id FROM gone
 
 -- hook_list() --
 -- Every endpoint with its deliveries by status (pending includes those being sent).
