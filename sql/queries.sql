@@ -945,3 +945,12 @@ SELECT pg_notify('outbox_webhook', '')
 SELECT (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'sending') AS sending,
        (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'failed') AS failed
+
+-- hook_purge(older_than_seconds, limit) --
+-- Finished deliveries (delivered or failed) older than the retention, in small batches.
+DELETE FROM outbox.webhook_delivery
+ WHERE id IN (SELECT id FROM outbox.webhook_delivery
+               WHERE created_at < now() - make_interval(secs => $1)
+                 AND status IN ('delivered', 'failed')
+               ORDER BY created_at
+               LIMIT $2)

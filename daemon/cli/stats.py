@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from daemon.cli.common import with_pool
+from daemon.hooks.store import HookStore
 from daemon.settings import Settings
 from outbox.store import Store
 
@@ -69,6 +70,7 @@ async def collect(pool: asyncpg.Pool) -> dict[str, Any]:
             for channel in channels
         },
         "warnings": warnings,
+        "webhooks": await HookStore(pool).counts(),
     }
 
 
@@ -89,6 +91,12 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  last 24 h: {day['sent']} sent, bounce rate {day['bounce_rate']:.2%}, "
             f"complaint rate {day['complaint_rate']:.2%}"
+        )
+    hooks = report.get("webhooks")
+    if hooks and any(hooks.values()):
+        lines.append(
+            f"webhooks: {hooks['pending']} pending, {hooks['sending']} being sent, "
+            f"{hooks['failed']} failed (outboxd hooks replay)"
         )
     lines.extend(f"WARNING: {w}" for w in report["warnings"])
     return "\n".join(lines)

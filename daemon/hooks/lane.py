@@ -44,12 +44,14 @@ class HookLane:
         *,
         worker_id: str,
         grace_seconds: float = 30.0,
+        retention_seconds: float | None = None,
         session_factory: Callable[[outbound.Allowlist], aiohttp.ClientSession] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.worker_id = worker_id
         self.grace_seconds = grace_seconds
+        self.retention_seconds = retention_seconds
         self.allow = outbound.Allowlist.parse(settings.allow_private)
         self._session_factory = session_factory or sender.open_session
         self._in_flight: dict[int, int] = {}
@@ -100,11 +102,7 @@ class HookLane:
             delay = self.settings.poll_interval
             try:
                 if time.monotonic() >= next_reap:
-                    if reaped := await self.store.reap():
-                        logger.warning(
-                            "%d webhook deliveries of a lost worker will be retried", reaped,
-                            extra={"action": "reap"},
-                        )  # fmt: skip
+                    await self._maintain()
                     next_reap = time.monotonic() + max(self.settings.lease_seconds / 4, 1.0)
                 claimed = await self._claim_once(session)
                 failures = 0
@@ -130,6 +128,18 @@ class HookLane:
             self._start(session, endpoints[delivery.endpoint_id], delivery)
         self._saturated = {e for e, n in claimed.items() if n >= slots.get(e, 0)}
         return len(deliveries)
+
+    async def _maintain(self) -> None:
+        """Leases of lost workers, the gauges, retention."""
+        if reaped := await self.store.reap():
+            logger.warning(
+                "%d webhook deliveries of a lost worker will be retried", reaped,
+                extra={"action": "reap"},
+            )  # fmt: skip
+        for status, count in (await self.store.counts()).items():
+            metrics.DELIVERIES.labels(status).set(count)
+        if self.retention_seconds is not None:
+            await self.store.purge(self.retention_seconds)
 
     def _free_slots(self, endpoint_id: int) -> int:
         busy = self._in_flight.get(endpoint_id, 0)

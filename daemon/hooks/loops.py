@@ -26,6 +26,9 @@ def build(pool: asyncpg.Pool, settings: Settings, *, dsn: str, worker_id: str) -
         settings.hooks,
         worker_id=worker_id,
         grace_seconds=settings.worker.grace_seconds,
+        retention_seconds=(
+            settings.worker.retention_days * 86400 if settings.worker.retention_days else None
+        ),
     )
     listener = WakeupListener(dsn, lane.wake, channel=CHANNEL)
 

@@ -25,3 +25,11 @@ IN_FLIGHT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+DELIVERIES = Gauge(
+    "outboxd_webhook_deliveries",
+    "Webhook deliveries waiting (pending), being posted (sending) or failed and kept for "
+    "replay, refreshed with the lease sweep.",
+    ["status"],
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
+)

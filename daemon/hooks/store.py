@@ -25,6 +25,7 @@ QUERY_NAMES = (
     "hook_replay",
     "hook_wake",
     "hook_counts",
+    "hook_purge",
 )
 
 
@@ -119,6 +120,12 @@ class HookStore:
     async def reap(self, limit: int = 1000) -> int:
         async with _translated("reap webhook leases"):
             return len(await self.pool.fetch(sql.get("hook_reap"), limit))
+
+    async def purge(self, older_than_seconds: float, limit: int = 5000) -> int:
+        """Deletes up to ``limit`` finished deliveries older than the retention."""
+        async with _translated("purge webhook deliveries"):
+            done = await self.pool.execute(sql.get("hook_purge"), older_than_seconds, limit)
+        return int(done.split()[-1])
 
     async def counts(self) -> dict[str, int]:
         async with _translated("count webhook deliveries"):

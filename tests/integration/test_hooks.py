@@ -140,3 +140,20 @@ async def test_a_rolled_back_change_writes_no_event(pool: asyncpg.Pool, receiver
     assert await pool.fetchval("SELECT count(*) FROM outbox.webhook_delivery") == 0
     await pool.execute("UPDATE outbox.message SET status = 'sent' WHERE id = $1", message_id)
     assert await pool.fetchval("SELECT count(*) FROM outbox.webhook_delivery") == 1
+
+
+async def test_retention_purges_finished_deliveries_only(pool: asyncpg.Pool) -> None:
+    from daemon.hooks.store import HookStore
+
+    endpoint = await add_endpoint(pool, "https://hooks.example.com/h")
+    await pool.execute(
+        "INSERT INTO outbox.webhook_delivery (event_id, endpoint_id, type, data, status, "
+        "created_at) SELECT gen_random_uuid(), $1, 'message.sent', '{}', s, now() - a "
+        "FROM unnest(ARRAY['delivered', 'failed', 'pending', 'delivered']) "
+        "WITH ORDINALITY AS x(s, i), LATERAL (SELECT CASE WHEN i < 4 THEN interval '40 days' "
+        "ELSE interval '1 day' END) AS t(a)",
+        endpoint,
+    )
+    assert await HookStore(pool).purge(30 * 86400) == 2
+    left = await pool.fetch("SELECT status FROM outbox.webhook_delivery ORDER BY id")
+    assert [r["status"] for r in left] == ["pending", "delivered"]

@@ -234,6 +234,8 @@ async def test_failed_deliveries_are_kept_and_replayed_from_the_command_line(
         await eventually(all_failed)
     listing = _outboxd(env, "hooks", "list")
     assert "failed 5" in listing.stdout, listing.stdout
+    stats = _outboxd(env, "stats")
+    assert "webhooks: 0 pending, 0 being sent, 5 failed" in stats.stdout, stats.stdout
     dry = _outboxd(env, "hooks", "replay", "--endpoint", "1", "--dry-run")
     assert dry.stdout.strip() == "5 failed deliveries would be replayed"
     receiver.status = None
