@@ -36,7 +36,7 @@ WITH picked AS (
      WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
               m.locale, m.tags, m.attempts, m.expires_at, m.created_at, m.not_before,
-              pg_column_size(m.context) AS context_bytes, m.notification_id,
+              pg_column_size(m.context) AS context_bytes, m.notification_id, m.brand,
               -- A person's row (outbox.notify): Store.claim looks the people up in one
               -- more query, claim_people, only when a claim has such rows. An in-app
               -- row's recipient is the person's key, whoever inserted it.
@@ -56,7 +56,19 @@ SELECT c.*,
                AND p.channel = c.channel
                AND p.recipient = outbox.normalize_recipient(c.channel, c.recipient)
                AND p.category = c.category
-               AND p.opted_out)
+               AND p.opted_out),
+           -- A brand's opt-out holds for that brand's messages only (migration 0014).
+           (SELECT 'recipient opted out of brand ' || quote_literal(c.brand)
+                   || CASE WHEN b.category = '*' THEN '' ELSE ' category '
+                           || quote_literal(c.category) END
+              FROM outbox.brand_opt_out b
+             WHERE c.brand IS NOT NULL
+               AND c.category <> 'transactional'
+               AND b.channel = c.channel
+               AND b.recipient = outbox.normalize_recipient(c.channel, c.recipient)
+               AND b.brand = c.brand
+               AND b.category IN (c.category, '*')
+             LIMIT 1)
        ) AS suppressed_reason
   FROM claimed c
  ORDER BY c.priority DESC, c.not_before, c.id
@@ -954,3 +966,27 @@ DELETE FROM outbox.webhook_delivery
                  AND status IN ('delivered', 'failed')
                ORDER BY created_at
                LIMIT $2)
+
+-- ==== Brands (daemon/delivery/brands.py) ==========================================
+
+-- brands_all() --
+SELECT key, name, from_address, reply_to, ses_configuration_set, ses_tenant, url, logo_url,
+       colors::text AS colors, postal_address, unsubscribe_base_url
+  FROM outbox.brand
+
+-- brand_opt_out(brand, channel, recipient, category) --
+-- A recipient opts out of one brand's messages of a category ('*': all but transactional).
+INSERT INTO outbox.brand_opt_out (brand, channel, recipient, category)
+VALUES ($1, $2, outbox.normalize_recipient($2, $3), $4)
+ON CONFLICT DO NOTHING
+
+-- brand_opt_in(brand, channel, recipient, category) --
+DELETE FROM outbox.brand_opt_out
+ WHERE brand = $1 AND channel = $2 AND recipient = outbox.normalize_recipient($2, $3)
+   AND category = $4
+
+-- brand_opt_outs(brand, channel, recipient) --
+SELECT category
+  FROM outbox.brand_opt_out
+ WHERE brand = $1 AND channel = $2 AND recipient = outbox.normalize_recipient($2, $3)
+ ORDER BY category

@@ -151,5 +151,14 @@ class Settings(BaseSettings):
         return self.file.dir or self.data_dir / "outgoing"
 
     @property
-    def brand(self) -> dict[str, str]:
-        return {"name": self.brand_name, "url": self.brand_url, "address": self.brand_address}
+    def brand(self) -> dict[str, Any]:
+        """``brand`` in templates of messages without one: the keys a brand of
+        ``outbox.brand`` has too, so that one template serves both."""
+        return {
+            "key": None,
+            "name": self.brand_name,
+            "url": self.brand_url,
+            "address": self.brand_address,
+            "logo_url": None,
+            "colors": {},
+        }
