@@ -31,6 +31,7 @@ from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
 from daemon.delivery.render import Renderer
 from daemon.delivery.wakeup import WakeupListener
+from daemon.feedback import sms_receipts
 from daemon.hooks import loops as hook_loops
 from daemon.http import app as http_app
 from daemon.http.state import ServiceState
@@ -192,6 +193,7 @@ class Daemon:
                 or providers.build_sms(settings),
                 Channel.INAPP.value: self.provider_overrides.get("inapp") or InappProvider(),
             }
+            side_loops = sms_receipts.build(pool, settings, channel_providers)
             for provider in channel_providers.values():
                 await provider.open()
                 stack.push_async_callback(provider.close)
@@ -260,6 +262,7 @@ class Daemon:
                     group.create_task(listener.run(), name="listener")
                     group.create_task(self._watchdog(), name="watchdog")
                     side_loops = {
+                        **side_loops,
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
                         "brands": self.brands.run,

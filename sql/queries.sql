@@ -990,3 +990,66 @@ SELECT category
   FROM outbox.brand_opt_out
  WHERE brand = $1 AND channel = $2 AND recipient = outbox.normalize_recipient($2, $3)
  ORDER BY category
+
+-- ==== SMS receipts and spend (daemon/feedback/sms_receipts.py) ======================
+
+-- sms_receipt_cursors() --
+SELECT log_group, last_ms FROM outbox.sms_receipt_cursor
+
+-- sms_receipts_apply(event_ids, provider_message_ids, delivered, prices, responses, occurred, log_group, last_ms) --
+-- Records a page of SNS delivery-status records in one statement: each once (outbox.event,
+-- by the log event's id), its price and the carrier's answer on the message, delivered
+-- moves a sent message forward, a failure fails it with the carrier's reason. The cursor
+-- moves in the same transaction. Returns the messages changed.
+WITH receipt AS (
+    SELECT r.*
+      FROM unnest($1::text[], $2::text[], $3::boolean[], $4::numeric[], $5::text[],
+                  $6::timestamptz[])
+           AS r(event_id, provider_message_id, delivered, price, response, occurred)
+), fresh AS (
+    INSERT INTO outbox.event
+        (message_id, source, source_id, event_type, recipient, payload, occurred_at)
+    SELECT (SELECT m.id FROM outbox.message m
+             WHERE m.provider_message_id = r.provider_message_id AND m.channel = 'sms'
+             ORDER BY m.id DESC LIMIT 1),
+           'sns-sms', r.event_id,
+           CASE WHEN r.delivered THEN 'delivery' ELSE 'sms_failure' END, NULL,
+           jsonb_strip_nulls(jsonb_build_object('price_usd', r.price,
+                                                'provider_response', r.response)),
+           r.occurred
+      FROM receipt r
+    ON CONFLICT (source, source_id, event_type) DO NOTHING
+    RETURNING message_id, event_type, payload
+), changed AS (
+    UPDATE outbox.message m
+       SET status = CASE WHEN f.event_type = 'delivery' AND m.status = 'sent' THEN 'delivered'
+                         WHEN f.event_type = 'sms_failure'
+                              AND m.status IN ('sent', 'delivered') THEN 'failed'
+                         ELSE m.status END,
+           last_error = CASE WHEN f.event_type = 'sms_failure'
+                             THEN 'SMS not delivered: ' || coalesce(f.payload ->> 'provider_response', 'no reason given')
+                             ELSE m.last_error END,
+           price_usd = coalesce((f.payload ->> 'price_usd')::numeric, m.price_usd),
+           provider_response = coalesce(f.payload ->> 'provider_response', m.provider_response),
+           updated_at = now()
+      FROM fresh f
+     WHERE m.id = f.message_id
+    RETURNING m.id, m.status
+), cursor AS (
+    INSERT INTO outbox.sms_receipt_cursor (log_group, last_ms) VALUES ($7, $8)
+    ON CONFLICT (log_group) DO UPDATE
+       SET last_ms = greatest(outbox.sms_receipt_cursor.last_ms, EXCLUDED.last_ms),
+           updated_at = now()
+)
+SELECT id, status FROM changed
+
+-- sms_spend(month_start) --
+-- This month's SMS: the priced spend, the priced count, and how many were sent without a
+-- price yet (their receipts are still on their way).
+SELECT coalesce(sum(price_usd), 0)::float8 AS spent,
+       count(price_usd) AS priced,
+       count(*) FILTER (WHERE price_usd IS NULL AND status IN ('sent', 'delivered')) AS unpriced,
+       count(*) FILTER (WHERE status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE status = 'failed' AND provider_response IS NOT NULL) AS failed
+  FROM outbox.message
+ WHERE channel = 'sms' AND sent_at IS NOT NULL AND sent_at >= $1
