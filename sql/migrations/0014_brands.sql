@@ -76,6 +76,44 @@ END $$;
 CREATE TRIGGER brand_opt_out_webhook AFTER INSERT ON outbox.brand_opt_out
     FOR EACH ROW EXECUTE FUNCTION outbox.webhook_brand_opt_out();
 
+-- Webhook events of a branded message name the brand (from 0012_webhooks.sql, with it).
+CREATE OR REPLACE FUNCTION outbox.webhook_messages_changed() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT outbox.webhook_listened() THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO outbox.webhook_delivery (event_id, endpoint_id, type, data)
+    SELECT ev.event_id, e.id, ev.type, ev.data
+      FROM (SELECT gen_random_uuid() AS event_id, 'message.' || n.status AS type,
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'message_id', n.id,
+                       'recipient', n.recipient,
+                       'status', n.status,
+                       'channel', n.channel,
+                       'template', n.template,
+                       'category', n.category,
+                       'recipient_key', n.recipient_key,
+                       'notification_id', n.notification_id,
+                       'provider', n.provider,
+                       'provider_message_id', n.provider_message_id,
+                       'tags', NULLIF(n.tags, '{}'::jsonb),
+                       'brand', n.brand,
+                       'last_error', CASE WHEN n.status IN ('failed', 'bounced', 'complained')
+                                          THEN n.last_error END)) AS data
+              FROM new_rows n
+              JOIN old_rows o ON o.id = n.id
+             WHERE n.status IS DISTINCT FROM o.status
+               AND n.status IN ('sent', 'delivered', 'bounced', 'complained', 'failed')
+             ORDER BY n.id) AS ev
+      JOIN outbox.webhook_endpoint e
+        ON e.enabled AND (ev.type = ANY (e.events) OR '*' = ANY (e.events));
+    IF FOUND THEN
+        PERFORM pg_notify('outbox_webhook', '');
+    END IF;
+    RETURN NULL;
+END $$;
+
 -- enqueue and notify take `brand`. Dropped and created again (not replaced): a second
 -- signature beside the first would make every call without `brand` ambiguous.
 DROP FUNCTION outbox.enqueue(text, text, text, jsonb, text, integer, timestamptz, timestamptz,

@@ -248,3 +248,41 @@ async def test_unknown_brands_are_refused_and_a_deleted_one_never_sends_as_anoth
     assert (person_row["status"], person_row["brand"]) == ("sent", "globex")
     mail = _mail(tmp_path / "outgoing" / f"{person_row['id']}.eml")
     assert str(mail["From"]) == "Globex <news@globex.example>"
+
+
+async def test_the_python_client_takes_a_brand(pool: asyncpg.Pool) -> None:
+    from outbox import NewMessage, enqueue, enqueue_many, notify
+
+    await pool.execute(BRANDS)
+    await pool.execute("INSERT INTO outbox.recipient (key, email) VALUES ('u1', 'u@example.com')")
+    async with pool.acquire() as conn:
+        one = await enqueue(conn, channel="email", recipient="a@example.com",
+                            template="welcome", brand="acme")  # fmt: skip
+        many = await enqueue_many(conn, [
+            NewMessage("email", "b@example.com", "welcome", brand="globex"),
+            NewMessage("email", "c@example.com", "welcome"),
+        ])  # fmt: skip
+        notified = await notify(conn, recipient_key="u1", template="welcome", brand="globex",
+                                channels=["email"])  # fmt: skip
+        with pytest.raises(asyncpg.PostgresError, match="no brand 'nope'"):
+            await enqueue_many(conn, [NewMessage("email", "d@example.com", "welcome",
+                                                 brand="nope")])  # fmt: skip
+    brands = dict(await pool.fetch("SELECT id, brand FROM outbox.message"))
+    assert [brands[one], brands[many[0]], brands[many[1]]] == ["acme", "globex", None]
+    assert (
+        await pool.fetchval("SELECT brand FROM outbox.message WHERE notification_id = $1", notified)
+        == "globex"
+    )
+
+
+async def test_the_readme_example(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    from tests.readme_blocks import block
+
+    await pool.execute(block("Brands", "sql"))
+    await drain(make_settings(database_url, tmp_path), database_url)
+    [row] = (await statuses(pool)).values()
+    assert (row["status"], row["brand"]) == ("sent", "acme")
+    mail = _mail(tmp_path / "outgoing" / f"{row['id']}.eml")
+    assert str(mail["From"]) == "Acme <hello@acme.example>"
+    assert str(mail["Reply-To"]) == "support@acme.example"
+    assert "Welcome to Acme" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]

@@ -44,6 +44,7 @@ DEDICATED_SECTIONS = {
     "Digests and recurring schedules": "tests/integration/test_schedules.py",
     "In-app inbox: the bell": "tests/integration/test_inbox_readme.py",
     "Webhooks to your application": "tests/integration/test_hooks_readme.py",
+    "Brands": "tests/integration/test_brands.py",
 }
 
 
