@@ -516,7 +516,8 @@ SELECT extract(epoch FROM min(not_before) - now())::float8
 -- flushed meanwhile, whose rows are now newer items, waits. Cancelled items are not
 -- batched and so never counted; expired ones are marked expired; a group with nothing
 -- left sends nothing. The digest keeps the items' person, channel, priority (the
--- highest), category and tags (the first item's), address and locale (the last item's).
+-- highest), category and tags (the first item's), address, locale and brand (the last
+-- item's).
 -- It is rendered with <template>/digest when every item has that template and (channel,
 -- template) is in the given pairs, else with `digest`; its context is {"items": [each
 -- item's context + created_at (UTC ISO 8601)], "count": n}, in order of created_at, id.
@@ -565,7 +566,7 @@ WITH claimed AS MATERIALIZED (
     INSERT INTO outbox.message
         (id, channel, recipient, template, context, category, priority, locale, not_before,
          tags, status, recipient_key, original_not_before, deferred_reason, digest_key,
-         idempotency_key)
+         idempotency_key, brand)
     SELECT s.digest_id, s.channel, latest.recipient,
            CASE WHEN s.one_template AND EXISTS (
                     SELECT 1 FROM unnest($4::text[], $5::text[]) AS t(channel, template)
@@ -578,14 +579,15 @@ WITH claimed AS MATERIALIZED (
            CASE WHEN s.channel <> 'inapp' THEN now() END,
            h.reason, s.digest_key,
            -- A second digest of the same first item would be a bug: refuse it loudly.
-           'outboxd:digest:' || s.item_ids[1]
+           'outboxd:digest:' || s.item_ids[1],
+           latest.brand
       FROM summary s
       -- Rows by primary key (LIMIT keeps the planner from hashing whole tables instead).
      CROSS JOIN LATERAL (
            SELECT m.category, m.tags FROM outbox.message m WHERE m.id = s.item_ids[1]
             LIMIT 1) AS first
      CROSS JOIN LATERAL (
-           SELECT m.recipient, m.locale FROM outbox.message m
+           SELECT m.recipient, m.locale, m.brand FROM outbox.message m
             WHERE m.id = s.item_ids[cardinality(s.item_ids)]
             LIMIT 1) AS latest
       LEFT JOIN LATERAL (

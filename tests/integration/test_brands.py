@@ -286,3 +286,31 @@ async def test_the_readme_example(pool: asyncpg.Pool, database_url: str, tmp_pat
     assert str(mail["From"]) == "Acme <hello@acme.example>"
     assert str(mail["Reply-To"]) == "support@acme.example"
     assert "Welcome to Acme" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_a_digest_keeps_its_items_brand(pool: asyncpg.Pool) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.test_digests import flusher
+
+    await pool.execute(BRANDS)
+    await pool.execute(
+        "INSERT INTO outbox.recipient (key, email, brand) VALUES ('u1', 'u@example.com', 'acme')"
+    )
+    start = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    for title in ("a", "b"):
+        await pool.fetchval(
+            "SELECT outbox.notify(recipient_key => 'u1', template => 'comment', "
+            "context => jsonb_build_object('title', $1::text), category => 'social', "
+            "channels => ARRAY['email'], not_before => $2, digest_key => 'post', "
+            "digest_window => interval '10 minutes')",
+            title, start,
+        )  # fmt: skip
+    counts = await flusher(pool).flush_due(as_of=start + timedelta(minutes=10))
+    assert counts.digests == 1
+    assert (
+        await pool.fetchval(
+            "SELECT brand FROM outbox.message WHERE template LIKE '%digest' AND status = 'pending'"
+        )
+        == "acme"
+    )
