@@ -1047,10 +1047,12 @@ SELECT id, status FROM changed
 
 -- sms_spend(month_start) --
 -- This month's SMS: the priced spend, the priced count, and how many were sent without a
--- price yet (their receipts are still on their way).
+-- price yet (their receipts are still on their way) or are being sent right now.
 SELECT coalesce(sum(price_usd), 0)::float8 AS spent,
        count(price_usd) AS priced,
-       count(*) FILTER (WHERE price_usd IS NULL AND status IN ('sent', 'delivered')) AS unpriced,
+       count(*) FILTER (WHERE price_usd IS NULL AND status IN ('sent', 'delivered'))
+       + (SELECT count(*) FROM outbox.message WHERE status = 'sending' AND channel = 'sms')
+           AS unpriced,
        count(*) FILTER (WHERE status = 'delivered') AS delivered,
        count(*) FILTER (WHERE status = 'failed' AND provider_response IS NOT NULL) AS failed
   FROM outbox.message

@@ -190,6 +190,25 @@ def build(
     gate = SpendGate(sms.monthly_cap_usd, sms.price_estimate_usd)
     if sms.monthly_cap_usd is not None:
         providers["sms"] = CappedSms(providers["sms"], gate, pool)
-    if not sms.receipts:
-        return {}
-    return {"sms-receipts": ReceiptReader(pool, settings, gate).run}
+    if sms.receipts:
+        return {"sms-receipts": ReceiptReader(pool, settings, gate).run}
+    if sms.monthly_cap_usd is not None:
+        return {"sms-spend": _spend_loop(pool, gate, sms.receipt_interval)}
+    return {}
+
+
+def _spend_loop(
+    pool: asyncpg.Pool, gate: SpendGate, interval: float
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """Without receipts, the cap still needs the month's count (and a new month)."""
+
+    async def run(stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stopping.wait()
+            with contextlib.suppress(errors.DatabaseError):
+                await gate.refresh(pool)
+                SPEND.set(gate.spent_usd)
+
+    return run
