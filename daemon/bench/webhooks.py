@@ -1,10 +1,15 @@
 """``outboxd bench --webhooks``: what webhooks cost, in one run in a throwaway database.
 
-1. cost per sent message - the same backlog drained (null provider, webhook lane off) with
+1. trigger cost - the completion UPDATE (batches of 200 rows from sending to sent, as the
+   completer writes them) with the webhook trigger disabled, enabled with no endpoint, and
+   with one endpoint, in alternating rounds: wall time and the CPU time of the database
+   backend that ran the UPDATEs (read from /proc; other databases on a shared server do
+   not count), per message;
+2. cost per sent message - the same backlog drained (null provider, webhook lane off) with
    the webhook trigger disabled (as before webhooks existed), enabled with no endpoint, and
    with one endpoint (one delivery row written per sent message), in alternating rounds;
    medians of rates and of CPU per message (this process and the PostgreSQL server);
-2. throughput - N deliveries to one endpoint (a signature-checking receiver in its own
+3. throughput - N deliveries to one endpoint (a signature-checking receiver in its own
    process on loopback) posted by the webhook lane until all are delivered: events/s and
    CPU per event.
 """
@@ -44,6 +49,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 await migrations.migrate(conn)
             finally:
                 await conn.close()
+            result["trigger"] = await _trigger_cost(dsn, args.messages, args.webhook_rounds)
             result["cost"] = await _cost(dsn, drain_settings, args)
             result["throughput"] = await _throughput(dsn, base, port, args.webhook_events)
     return result
@@ -62,6 +68,56 @@ async def _side(dsn: str, side: str, url: str) -> None:
         await conn.execute("TRUNCATE outbox.webhook_delivery")
     finally:
         await conn.close()
+
+
+_SENDING = """
+INSERT INTO outbox.message (channel, recipient, template, context, status, attempts,
+                            locked_by, locked_until)
+SELECT 'email', 'user' || g || '@example.com', 'welcome', '{"name": "U"}', 'sending', 1,
+       'bench', now() + interval '1 hour'
+  FROM generate_series(1, $1) AS g
+"""
+_COMPLETE = """
+UPDATE outbox.message
+   SET status = 'sent', sent_at = now(), updated_at = now(), provider = 'null',
+       provider_message_id = 'p' || id, locked_by = NULL, locked_until = NULL
+ WHERE id = ANY($1::bigint[]) AND status = 'sending' AND locked_by = 'bench'
+"""
+
+
+async def _trigger_cost(dsn: str, count: int, rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
+        for _ in range(rounds):
+            for side in SIDES:
+                await _side(dsn, side, "https://hooks.example.com/bench")
+                await conn.execute("DELETE FROM outbox.message")
+                await conn.execute("VACUUM ANALYZE outbox.message")
+                ids = [r[0] for r in await conn.fetch(_SENDING + " RETURNING id", count)]
+                cpu_before = support.backend_cpu(backend)
+                started = time.perf_counter()
+                for at in range(0, len(ids), 200):
+                    await conn.execute(_COMPLETE, ids[at : at + 200])
+                wall = time.perf_counter() - started
+                cpu = support.backend_cpu(backend) - cpu_before
+                runs[side].append((wall * 1e6 / count, cpu * 1e6 / count))
+    finally:
+        await conn.close()
+    summary = {
+        side: {
+            "wall_us": round(statistics.median(w for w, _ in values), 1),
+            "backend_cpu_us": round(statistics.median(c for _, c in values), 1),
+        }
+        for side, values in runs.items()
+    }
+    for side in ("no_endpoint", "one_endpoint"):
+        for key in ("wall_us", "backend_cpu_us"):
+            summary[side][f"extra_{key}"] = round(
+                summary[side][key] - summary["trigger_off"][key], 1
+            )
+    return summary
 
 
 async def _cost(dsn: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,8 +204,24 @@ async def _throughput(dsn: str, settings: Settings, port: int, events: int) -> d
 
 
 def format_result(result: dict[str, Any]) -> str:
-    cost, put = result["cost"], result["throughput"]
+    cost, put, trigger = result["cost"], result["throughput"], result["trigger"]
     lines = [f"outboxd bench --webhooks: {result['messages']:,} messages per drain"]
+    for side, label in (
+        ("trigger_off", "completion UPDATE, webhook trigger disabled"),
+        ("no_endpoint", "completion UPDATE, no endpoint"),
+        ("one_endpoint", "completion UPDATE, one endpoint"),
+    ):
+        t = trigger[side]
+        extra = (
+            f"   (extra: {t['extra_wall_us']:+.1f} us wall, {t['extra_backend_cpu_us']:+.1f} "
+            "us backend CPU)"
+            if "extra_wall_us" in t
+            else ""
+        )
+        lines.append(
+            f"  {label:<44}{t['wall_us']:>8.1f} us wall, {t['backend_cpu_us']:.1f} us backend "
+            f"CPU per message{extra}"
+        )
 
     def cpu(values: dict[str, float]) -> str:
         return ", ".join(f"{part} {us:,.1f}" for part, us in values.items())
