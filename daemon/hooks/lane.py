@@ -65,7 +65,6 @@ class HookLane:
         self._flush_now = asyncio.Event()
         #: Test signal: set whenever results were written.
         self.written = asyncio.Event()
-        self.heartbeat = time.monotonic()
 
     def wake(self) -> None:
         """New deliveries were committed (NOTIFY outbox_webhook) or were replayed."""
@@ -112,7 +111,6 @@ class HookLane:
                 failures += 1
                 delay = min(self.settings.poll_interval, 0.5 * 2**failures)
                 logger.warning("webhook lane: %s", exc, extra={"action": "webhook"})
-            self.heartbeat = time.monotonic()
             if delay:
                 await _first(stopping, self._wake, delay)
 

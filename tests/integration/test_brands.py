@@ -168,8 +168,13 @@ async def test_a_brand_opt_out_holds_for_that_brand_and_bounces_for_all(
     first = await _enqueue(pool, "ann@example.com", "acme", category="marketing")
     settings = make_settings(
         database_url, tmp_path, http={"host": "127.0.0.1", "port": 0, "admin_port": 0},
-        public_url="https://outbox.example", secret_key="k1",
+        public_url="https://outbox.example", secret_key="k1", hooks={"enabled": False},
     )  # fmt: skip
+    await pool.execute(  # never posted to: the webhook lane is off here
+        "INSERT INTO outbox.webhook_endpoint (url, secret, events) "
+        "VALUES ('https://hooks.example.com/h', 'whsec_0123456789abcdef', "
+        "ARRAY['recipient.unsubscribed'])"
+    )
     daemon = Daemon(settings, dsn=database_url)
     task = asyncio.create_task(daemon.run())
     try:
@@ -191,6 +196,12 @@ async def test_a_brand_opt_out_holds_for_that_brand_and_bounces_for_all(
         daemon.request_stop()
         await task
     assert await pool.fetchval("SELECT count(*) FROM outbox.preference") == 0  # not global
+    [event] = await pool.fetch("SELECT type, data FROM outbox.webhook_delivery")
+    assert event["type"] == "recipient.unsubscribed"
+    assert json.loads(event["data"]) == {
+        "channel": "email", "recipient": "ann@example.com", "category": "marketing",
+        "brand": "acme", "status": "unsubscribed",
+    }  # fmt: skip
     later = {
         "acme marketing": await _enqueue(pool, "ANN@example.com", "acme", category="marketing"),
         "acme transactional": await _enqueue(pool, "ann@example.com", "acme"),
