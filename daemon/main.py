@@ -21,6 +21,7 @@ from daemon import db, keys, metrics, providers, sdnotify
 from daemon.campaigns import loops as campaign_loops
 from daemon.campaigns.links import ConfirmLinks
 from daemon.campaigns.tracking import Tracker
+from daemon.delivery.brands import BrandBook
 from daemon.delivery.completer import Completer
 from daemon.delivery.dispatch import Dispatcher, Finisher, LinkBuilder
 from daemon.delivery.lane import Lane
@@ -30,6 +31,8 @@ from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
 from daemon.delivery.render import Renderer
 from daemon.delivery.wakeup import WakeupListener
+from daemon.feedback import sms_receipts
+from daemon.hooks import loops as hook_loops
 from daemon.http import app as http_app
 from daemon.http.state import ServiceState
 from daemon.people import loops as people_loops
@@ -66,10 +69,12 @@ class Daemon:
         self.worker_id = worker_id or make_worker_id()
         self.provider_overrides = dict(provider_overrides or {})
         self.signing_keys = keys.signing_keys(settings)
+        self.brands = BrandBook(settings.brand)
         self.links: LinkBuilder = links or Links(
             public_url=settings.links_base_url,
             keys=self.signing_keys,
             mailto=settings.email.list_unsubscribe_mailto,
+            brand_url=self.brands.unsubscribe_base_url,
         )
         # SES counts opens and clicks itself; the mail we build ourselves gets our links.
         self.tracker: Finisher | None = (
@@ -173,6 +178,7 @@ class Daemon:
             stack.push_async_callback(pool.close)
             await db.ensure_schema(pool, migrate=settings.migrate_on_start)
             self.store = store = Store(pool)
+            await self.brands.load(pool)
             if await PeopleStore(pool).write_settings(hourly_cap=settings.people.hourly_cap):
                 cap = settings.people.hourly_cap
                 logger.info(
@@ -187,6 +193,7 @@ class Daemon:
                 or providers.build_sms(settings),
                 Channel.INAPP.value: self.provider_overrides.get("inapp") or InappProvider(),
             }
+            side_loops = sms_receipts.build(pool, settings, channel_providers)
             for provider in channel_providers.values():
                 await provider.open()
                 stack.push_async_callback(provider.close)
@@ -212,6 +219,7 @@ class Daemon:
                     ttl_seconds=settings.campaigns.confirm_token_days * 86400,
                 ),
                 finish=self.tracker,
+                brands=self.brands,
             )
             for channel, provider in channel_providers.items():
                 limiter = await self._limiter(store, channel, provider)
@@ -254,8 +262,11 @@ class Daemon:
                     group.create_task(listener.run(), name="listener")
                     group.create_task(self._watchdog(), name="watchdog")
                     side_loops = {
+                        **side_loops,
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
+                        "brands": self.brands.run,
+                        **hook_loops.build(pool, settings, dsn=self.dsn, worker_id=self.worker_id),
                     }
                     for name, loop in side_loops.items():
                         group.create_task(loop(self.stopping), name=name)

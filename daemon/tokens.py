@@ -1,11 +1,12 @@
 """Unsubscribe tokens: opaque, authenticated, and dated.
 
 A token is a Fernet token (AES-128-CBC and HMAC-SHA256, from ``cryptography``) of
-``[channel, recipient, category]``, without its base64 padding: nothing in the URL says
-who it is about, and any change to it is detected. Its key is derived (HKDF-SHA256) from
-OUTBOXD_SECRET_KEY; the first key encrypts, every configured key decrypts, so keys are
-rotated by putting the new key first and dropping the old one once its links have aged
-out (``max_age_seconds``, OUTBOXD_HTTP__UNSUBSCRIBE_TOKEN_DAYS).
+``[channel, recipient, category]`` (``[channel, recipient, category, brand]`` for a
+branded message, whose opt-out holds for that brand), without its base64 padding: nothing
+in the URL says who it is about, and any change to it is detected. Its key is derived
+(HKDF-SHA256) from OUTBOXD_SECRET_KEY; the first key encrypts, every configured key
+decrypts, so keys are rotated by putting the new key first and dropping the old one once
+its links have aged out (``max_age_seconds``, OUTBOXD_HTTP__UNSUBSCRIBE_TOKEN_DAYS).
 
 Tokens of the earlier format (``<base64url JSON with the plain address>.<HMAC>``) are
 still read, for ``legacy_max_age_seconds`` after they were issued
@@ -43,6 +44,8 @@ class UnsubscribeClaim:
     recipient: str
     category: str
     issued_at: int
+    #: The brand of the message the link came from (``outbox.brand``); None: no brand.
+    brand: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -71,14 +74,14 @@ def make_token(
     recipient: str,
     category: str,
     issued_at: int | None = None,
+    brand: str | None = None,
 ) -> str:
-    """An opaque, URL-safe token naming who unsubscribes from what."""
+    """An opaque, URL-safe token naming who unsubscribes from what (and which brand's)."""
     if not keys:
         raise InvalidToken("no signing key configured")
     issued = int(time.time()) if issued_at is None else issued_at
-    payload = json.dumps(
-        [channel, recipient, category], separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    fields = [channel, recipient, category] + ([brand] if brand is not None else [])
+    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return _fernet(keys[0]).encrypt_at_time(payload, issued).decode("ascii").rstrip("=")
 
 
@@ -149,12 +152,17 @@ def _read_legacy(keys: Sequence[bytes], token: str) -> UnsubscribeClaim:
 
 def _claim(payload: bytes, issued_at: int) -> UnsubscribeClaim:
     try:
-        channel, recipient, category = json.loads(payload.decode("utf-8"))
+        fields = json.loads(payload.decode("utf-8"))
     except (ValueError, TypeError) as exc:
         raise InvalidToken("malformed payload") from exc
-    if not all(isinstance(v, str) for v in (channel, recipient, category)):
+    if (
+        not isinstance(fields, list)
+        or len(fields) not in (3, 4)
+        or not all(isinstance(v, str) for v in fields)
+    ):
         raise InvalidToken("malformed payload")
-    return UnsubscribeClaim(channel, recipient, category, issued_at)
+    channel, recipient, category, *brand = fields
+    return UnsubscribeClaim(channel, recipient, category, issued_at, brand[0] if brand else None)
 
 
 def _check_age(claim: UnsubscribeClaim, max_age_seconds: float, now: float | None) -> None:

@@ -48,6 +48,7 @@ class MessageFields(_RequiredFields, total=False):
     idempotency_key: str | None
     tags: Mapping[str, Any] | None
     locale: str | None
+    brand: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,8 @@ class NewMessage:
     ``priority`` goes from 0 (low) to 3 (urgent); a message is not sent before
     ``not_before`` nor after ``expires_at``; a second message with the same
     ``idempotency_key`` creates nothing; ``tags`` are free-form labels; ``locale`` picks a
-    locale variant of the template.
+    locale variant of the template; ``brand`` (an ``outbox.brand`` key) sends it as that
+    brand.
     """
 
     channel: str
@@ -72,6 +74,7 @@ class NewMessage:
     idempotency_key: str | None = None
     tags: Mapping[str, Any] | None = field(default_factory=dict)
     locale: str | None = None
+    brand: str | None = None
 
     def values(self) -> dict[str, Any]:
         """The arguments of ``outbox.enqueue`` for this message, for every driver."""
@@ -87,6 +90,7 @@ class NewMessage:
             "idempotency_key": self.idempotency_key,
             "tags": json_object(self.tags, "tags"),
             "locale": self.locale,
+            "brand": self.brand,
         }
 
 
@@ -144,6 +148,7 @@ _PARAMS = (
     ("idempotency_key", "text"),
     ("tags", "jsonb"),
     ("locale", "text"),
+    ("brand", "text"),
 )
 _ENQUEUE = Statement.from_template(
     "SELECT id, created FROM outbox.enqueue_result({})".format(
@@ -192,8 +197,9 @@ BEGIN
                 id bigint NOT NULL DEFAULT nextval(%L::regclass),
                 channel text, recipient text, template text, context jsonb, category text,
                 priority integer, not_before timestamptz, expires_at timestamptz,
-                idempotency_key text, tags jsonb, locale text,
-                CHECK (outbox.enqueue_check(channel, recipient, template, priority))
+                idempotency_key text, tags jsonb, locale text, brand text,
+                CHECK (outbox.enqueue_check(channel, recipient, template, priority)),
+                CHECK (outbox.brand_check(brand) IS NOT DISTINCT FROM brand)
             ) ON COMMIT DELETE ROWS $sql$, pg_get_serial_sequence('outbox.message', 'id'));
     END IF;
 END $$
@@ -203,10 +209,10 @@ _INSERT_FROM_STAGING = """
 WITH inserted AS (
     INSERT INTO outbox.message
         (id, channel, recipient, template, context, category, priority, locale,
-         idempotency_key, not_before, expires_at, tags)
+         idempotency_key, not_before, expires_at, tags, brand)
     SELECT id, channel, btrim(recipient), template, coalesce(context, '{}'),
            coalesce(category, 'transactional'), priority, locale, idempotency_key,
-           coalesce(not_before, now()), expires_at, coalesce(tags, '{}')
+           coalesce(not_before, now()), expires_at, coalesce(tags, '{}'), brand
       FROM outbox_enqueue_batch
      ORDER BY ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING

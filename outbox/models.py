@@ -107,6 +107,8 @@ class Message(NamedTuple):
     #: What templates see as ``person`` (key, locale, timezone, attrs), for rows of a
     #: person who still exists; None for address-level rows. Set by the store's claim.
     person: dict[str, Any] | None = None
+    #: The ``outbox.brand`` key the message is sent for; None: the settings' defaults.
+    brand: str | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Message:
@@ -129,6 +131,7 @@ class Message(NamedTuple):
             not_before=record.get("not_before"),
             recipient_key=record.get("recipient_key"),
             notification_id=record.get("notification_id"),
+            brand=record.get("brand"),
         )
 
     @property
@@ -137,6 +140,17 @@ class Message(NamedTuple):
 
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class Sender(NamedTuple):
+    """Who a message is sent as, when its brand says so (else the provider's settings)."""
+
+    #: The From mailbox ('Acme <hi@acme.example>'); None: the configured sender.
+    address: str | None = None
+    reply_to: str | None = None
+    #: SES: ConfigurationSetName and TenantName.
+    configuration_set: str | None = None
+    tenant: str | None = None
 
 
 class Rendered(NamedTuple):
@@ -153,6 +167,8 @@ class Rendered(NamedTuple):
     sms: str | None = None
     headers: Mapping[str, str] = _NO_HEADERS
     inapp: str | None = None
+    #: The brand's sender, set by the dispatcher for a branded message.
+    sender: Sender | None = None
 
 
 class InboxItem(NamedTuple):

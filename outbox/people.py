@@ -40,6 +40,7 @@ _NOTIFY = Statement.function_call(
         ("digest_key", "text"),
         ("digest_window", "interval"),
         ("escalate_after", "interval"),
+        ("brand", "text"),
     ],
 )
 
@@ -138,6 +139,7 @@ def _notify_values(
     digest_key: str | None,
     digest_window: _dt.timedelta | None,
     escalate_after: _dt.timedelta | None,
+    brand: str | None = None,
 ) -> dict[str, Any]:
     return {
         "recipient_key": recipient_key,
@@ -153,6 +155,7 @@ def _notify_values(
         "digest_key": digest_key,
         "digest_window": digest_window,
         "escalate_after": escalate_after,
+        "brand": brand,
     }
 
 
@@ -172,18 +175,20 @@ async def notify(
     digest_key: str | None = None,
     digest_window: _dt.timedelta | None = None,
     escalate_after: _dt.timedelta | None = None,
+    brand: str | None = None,
 ) -> int:
     """Notify one person on ``conn``, in its current transaction; returns the notification id.
 
     ``conn`` must be a connection, not a pool (a pool would commit on a connection of its
     own choosing). A repeated ``idempotency_key`` creates nothing and returns the first id.
-    Bad input (unknown ``recipient_key``, unknown channel, priority outside 0..3, a
+    ``brand`` (an ``outbox.brand`` key) defaults to the person's. Bad input (unknown
+    ``recipient_key`` or brand, unknown channel, priority outside 0..3, a
     ``digest_window`` outside (0, 31 days]) raises ``asyncpg.InvalidParameterValueError``
     whose message names the argument.
     """
     values = _notify_values(
         recipient_key, template, context, category, priority, channels, not_before,
-        expires_at, idempotency_key, tags, digest_key, digest_window, escalate_after,
+        expires_at, idempotency_key, tags, digest_key, digest_window, escalate_after, brand,
     )  # fmt: skip
     return int(await _NOTIFY.fetchval(conn, values))
 
@@ -204,6 +209,7 @@ def notify_cursor(
     digest_key: str | None = None,
     digest_window: _dt.timedelta | None = None,
     escalate_after: _dt.timedelta | None = None,
+    brand: str | None = None,
 ) -> int:
     """:func:`notify` through a DB-API cursor (``%s`` paramstyle); returns the notification id.
 
@@ -218,7 +224,7 @@ def notify_cursor(
     """
     values = _notify_values(
         recipient_key, template, context, category, priority, channels, not_before,
-        expires_at, idempotency_key, tags, digest_key, digest_window, escalate_after,
+        expires_at, idempotency_key, tags, digest_key, digest_window, escalate_after, brand,
     )  # fmt: skip
     return int(_NOTIFY.fetchval_cursor(cursor, values))
 

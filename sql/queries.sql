@@ -36,7 +36,7 @@ WITH picked AS (
      WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
               m.locale, m.tags, m.attempts, m.expires_at, m.created_at, m.not_before,
-              pg_column_size(m.context) AS context_bytes, m.notification_id,
+              pg_column_size(m.context) AS context_bytes, m.notification_id, m.brand,
               -- A person's row (outbox.notify): Store.claim looks the people up in one
               -- more query, claim_people, only when a claim has such rows. An in-app
               -- row's recipient is the person's key, whoever inserted it.
@@ -56,7 +56,19 @@ SELECT c.*,
                AND p.channel = c.channel
                AND p.recipient = outbox.normalize_recipient(c.channel, c.recipient)
                AND p.category = c.category
-               AND p.opted_out)
+               AND p.opted_out),
+           -- A brand's opt-out holds for that brand's messages only (migration 0014).
+           (SELECT 'recipient opted out of brand ' || quote_literal(c.brand)
+                   || CASE WHEN b.category = '*' THEN '' ELSE ' category '
+                           || quote_literal(c.category) END
+              FROM outbox.brand_opt_out b
+             WHERE c.brand IS NOT NULL
+               AND c.category <> 'transactional'
+               AND b.channel = c.channel
+               AND b.recipient = outbox.normalize_recipient(c.channel, c.recipient)
+               AND b.brand = c.brand
+               AND b.category IN (c.category, '*')
+             LIMIT 1)
        ) AS suppressed_reason
   FROM claimed c
  ORDER BY c.priority DESC, c.not_before, c.id
@@ -504,7 +516,8 @@ SELECT extract(epoch FROM min(not_before) - now())::float8
 -- flushed meanwhile, whose rows are now newer items, waits. Cancelled items are not
 -- batched and so never counted; expired ones are marked expired; a group with nothing
 -- left sends nothing. The digest keeps the items' person, channel, priority (the
--- highest), category and tags (the first item's), address and locale (the last item's).
+-- highest), category and tags (the first item's), address, locale and brand (the last
+-- item's).
 -- It is rendered with <template>/digest when every item has that template and (channel,
 -- template) is in the given pairs, else with `digest`; its context is {"items": [each
 -- item's context + created_at (UTC ISO 8601)], "count": n}, in order of created_at, id.
@@ -553,7 +566,7 @@ WITH claimed AS MATERIALIZED (
     INSERT INTO outbox.message
         (id, channel, recipient, template, context, category, priority, locale, not_before,
          tags, status, recipient_key, original_not_before, deferred_reason, digest_key,
-         idempotency_key)
+         idempotency_key, brand)
     SELECT s.digest_id, s.channel, latest.recipient,
            CASE WHEN s.one_template AND EXISTS (
                     SELECT 1 FROM unnest($4::text[], $5::text[]) AS t(channel, template)
@@ -566,14 +579,15 @@ WITH claimed AS MATERIALIZED (
            CASE WHEN s.channel <> 'inapp' THEN now() END,
            h.reason, s.digest_key,
            -- A second digest of the same first item would be a bug: refuse it loudly.
-           'outboxd:digest:' || s.item_ids[1]
+           'outboxd:digest:' || s.item_ids[1],
+           latest.brand
       FROM summary s
       -- Rows by primary key (LIMIT keeps the planner from hashing whole tables instead).
      CROSS JOIN LATERAL (
            SELECT m.category, m.tags FROM outbox.message m WHERE m.id = s.item_ids[1]
             LIMIT 1) AS first
      CROSS JOIN LATERAL (
-           SELECT m.recipient, m.locale FROM outbox.message m
+           SELECT m.recipient, m.locale, m.brand FROM outbox.message m
             WHERE m.id = s.item_ids[cardinality(s.item_ids)]
             LIMIT 1) AS latest
       LEFT JOIN LATERAL (
@@ -829,3 +843,217 @@ SELECT m.id, 'tracking', $3, $2, outbox.normalize_recipient(m.channel, m.recipie
  WHERE m.id = $1
 ON CONFLICT (source, source_id, event_type) DO NOTHING
 RETURNING id
+
+-- ==== Outbound webhooks (daemon/hooks/store.py) ====================================
+
+-- hook_endpoints() --
+-- The enabled endpoints the lane posts to (a handful; read every pass, so that an endpoint
+-- added, changed or disabled is seen within one poll).
+SELECT id, url, secret FROM outbox.webhook_endpoint WHERE enabled ORDER BY id
+
+-- hook_claim(worker, lease_seconds, endpoint_ids, slots) --
+-- Claims each endpoint's due deliveries, oldest first, at most its free slots. Every
+-- endpoint is claimed on its own, so a dead endpoint's backlog never takes another's turn.
+-- The attempt is counted at the claim: a daemon killed mid-POST has used it.
+WITH claimed AS (
+    SELECT x.id
+      FROM unnest($3::bigint[], $4::integer[]) AS s(endpoint_id, slots)
+     CROSS JOIN LATERAL (
+            SELECT d.id
+              FROM outbox.webhook_delivery d
+             WHERE d.endpoint_id = s.endpoint_id
+               AND d.status = 'pending'
+               AND d.next_attempt_at <= now()
+             ORDER BY d.next_attempt_at, d.id
+             LIMIT s.slots
+               FOR UPDATE SKIP LOCKED) AS x
+)
+UPDATE outbox.webhook_delivery d
+   SET status = 'sending', locked_by = $1,
+       locked_until = now() + make_interval(secs => $2),
+       attempts = d.attempts + 1, updated_at = now()
+  FROM claimed c
+ WHERE d.id = c.id
+RETURNING d.id, d.event_id, d.endpoint_id, d.type, d.data::text AS data, d.created_at,
+          d.attempts
+
+-- hook_complete(ids, attempts, delivered, errors, http_statuses, retry_delays, worker, window_seconds) --
+-- Writes a batch of results, guarded by the lease (a delivery reclaimed meanwhile is left
+-- alone). A failure is retried after its delay, unless that falls outside the retry window
+-- counted from the creation (or the last replay): then it is failed, and kept for replay.
+UPDATE outbox.webhook_delivery d
+   SET status = CASE WHEN r.delivered THEN 'delivered'
+                     WHEN now() + make_interval(secs => r.delay)
+                          > d.retry_from + make_interval(secs => $8) THEN 'failed'
+                     ELSE 'pending' END,
+       next_attempt_at = CASE WHEN r.delivered THEN d.next_attempt_at
+                              ELSE now() + make_interval(secs => r.delay) END,
+       delivered_at = CASE WHEN r.delivered THEN now() END,
+       last_error = r.error, last_status = r.http_status,
+       locked_by = NULL, locked_until = NULL, updated_at = now()
+  FROM unnest($1::bigint[], $2::integer[], $3::boolean[], $4::text[], $5::smallint[],
+              $6::float8[]) AS r(id, attempts, delivered, error, http_status, delay)
+ WHERE d.id = r.id AND d.status = 'sending' AND d.locked_by = $7 AND d.attempts = r.attempts
+RETURNING d.id, d.status
+
+-- hook_reap(limit) --
+-- Deliveries whose daemon vanished mid-POST go back to pending (their attempt is spent).
+UPDATE outbox.webhook_delivery d
+   SET status = 'pending', locked_by = NULL, locked_until = NULL, updated_at = now()
+ WHERE d.id IN (SELECT id FROM outbox.webhook_delivery
+                 WHERE status = 'sending' AND locked_until < now()
+                 ORDER BY locked_until
+                 LIMIT $1
+                   FOR UPDATE SKIP LOCKED)
+RETURNING d.id
+
+-- hook_add(url, secret, events, description) --
+INSERT INTO outbox.webhook_endpoint (url, secret, events, description)
+VALUES ($1, $2, $3::text[], $4)
+RETURNING id
+
+-- hook_remove(id) --
+-- The endpoint and its deliveries (no foreign key: see migration 0012).
+WITH gone AS (DELETE FROM outbox.webhook_endpoint WHERE id = $1 RETURNING id),
+     deliveries AS (DELETE FROM outbox.webhook_delivery d USING gone WHERE d.endpoint_id = gone.id)
+SELECT id FROM gone
+
+-- hook_list() --
+-- Every endpoint with its deliveries by status (pending includes those being sent).
+SELECT e.id, e.url, e.events, e.enabled, e.description, e.created_at,
+       count(d.id) FILTER (WHERE d.status IN ('pending', 'sending')) AS pending,
+       count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
+       count(d.id) FILTER (WHERE d.status = 'failed') AS failed
+  FROM outbox.webhook_endpoint e
+  LEFT JOIN outbox.webhook_delivery d ON d.endpoint_id = e.id
+ GROUP BY e.id
+ ORDER BY e.id
+
+-- hook_replay(ids, endpoint_id, since, limit, dry_run) --
+-- Failed deliveries matching every given filter go back to pending, due now, with a new
+-- retry window (their event id stays the same); with dry_run they are only counted.
+WITH picked AS (
+    SELECT id FROM outbox.webhook_delivery
+     WHERE status = 'failed'
+       AND ($1::bigint[] IS NULL OR id = ANY ($1::bigint[]))
+       AND ($2::bigint IS NULL OR endpoint_id = $2::bigint)
+       AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz)
+     ORDER BY id
+     LIMIT $4
+       FOR UPDATE SKIP LOCKED
+), replayed AS (
+    UPDATE outbox.webhook_delivery d
+       SET status = 'pending', next_attempt_at = now(), retry_from = now(), updated_at = now()
+      FROM picked p
+     WHERE d.id = p.id AND NOT $5::boolean
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM picked) AS matched, (SELECT count(*) FROM replayed) AS replayed
+
+-- hook_wake() --
+SELECT pg_notify('outbox_webhook', '')
+
+-- hook_counts() --
+-- Unfinished and failed deliveries for the gauges and `outboxd stats`, from the partial
+-- indexes (delivered rows, the bulk, are not counted).
+SELECT (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'sending') AS sending,
+       (SELECT count(*) FROM outbox.webhook_delivery WHERE status = 'failed') AS failed
+
+-- hook_purge(older_than_seconds, limit) --
+-- Finished deliveries (delivered or failed) older than the retention, in small batches.
+DELETE FROM outbox.webhook_delivery
+ WHERE id IN (SELECT id FROM outbox.webhook_delivery
+               WHERE created_at < now() - make_interval(secs => $1)
+                 AND status IN ('delivered', 'failed')
+               ORDER BY created_at
+               LIMIT $2)
+
+-- ==== Brands (daemon/delivery/brands.py) ==========================================
+
+-- brands_all() --
+SELECT key, name, from_address, reply_to, ses_configuration_set, ses_tenant, url, logo_url,
+       colors::text AS colors, postal_address, unsubscribe_base_url
+  FROM outbox.brand
+
+-- brand_opt_out(brand, channel, recipient, category) --
+-- A recipient opts out of one brand's messages of a category ('*': all but transactional).
+INSERT INTO outbox.brand_opt_out (brand, channel, recipient, category)
+VALUES ($1, $2, outbox.normalize_recipient($2, $3), $4)
+ON CONFLICT DO NOTHING
+
+-- brand_opt_in(brand, channel, recipient, category) --
+DELETE FROM outbox.brand_opt_out
+ WHERE brand = $1 AND channel = $2 AND recipient = outbox.normalize_recipient($2, $3)
+   AND category = $4
+
+-- brand_opt_outs(brand, channel, recipient) --
+SELECT category
+  FROM outbox.brand_opt_out
+ WHERE brand = $1 AND channel = $2 AND recipient = outbox.normalize_recipient($2, $3)
+ ORDER BY category
+
+-- ==== SMS receipts and spend (daemon/feedback/sms_receipts.py) ======================
+
+-- sms_receipt_cursors() --
+SELECT log_group, last_ms FROM outbox.sms_receipt_cursor
+
+-- sms_receipts_apply(event_ids, provider_message_ids, delivered, prices, responses, occurred, log_group, last_ms) --
+-- Records a page of SNS delivery-status records in one statement: each once (outbox.event,
+-- by the log event's id), its price and the carrier's answer on the message, delivered
+-- moves a sent message forward, a failure fails it with the carrier's reason. The cursor
+-- moves in the same transaction. Returns the messages changed.
+WITH receipt AS (
+    SELECT r.*
+      FROM unnest($1::text[], $2::text[], $3::boolean[], $4::numeric[], $5::text[],
+                  $6::timestamptz[])
+           AS r(event_id, provider_message_id, delivered, price, response, occurred)
+), fresh AS (
+    INSERT INTO outbox.event
+        (message_id, source, source_id, event_type, recipient, payload, occurred_at)
+    SELECT (SELECT m.id FROM outbox.message m
+             WHERE m.provider_message_id = r.provider_message_id AND m.channel = 'sms'
+             ORDER BY m.id DESC LIMIT 1),
+           'sns-sms', r.event_id,
+           CASE WHEN r.delivered THEN 'delivery' ELSE 'sms_failure' END, NULL,
+           jsonb_strip_nulls(jsonb_build_object('price_usd', r.price,
+                                                'provider_response', r.response)),
+           r.occurred
+      FROM receipt r
+    ON CONFLICT (source, source_id, event_type) DO NOTHING
+    RETURNING message_id, event_type, payload
+), changed AS (
+    UPDATE outbox.message m
+       SET status = CASE WHEN f.event_type = 'delivery' AND m.status = 'sent' THEN 'delivered'
+                         WHEN f.event_type = 'sms_failure'
+                              AND m.status IN ('sent', 'delivered') THEN 'failed'
+                         ELSE m.status END,
+           last_error = CASE WHEN f.event_type = 'sms_failure'
+                             THEN 'SMS not delivered: ' || coalesce(f.payload ->> 'provider_response', 'no reason given')
+                             ELSE m.last_error END,
+           price_usd = coalesce((f.payload ->> 'price_usd')::numeric, m.price_usd),
+           provider_response = coalesce(f.payload ->> 'provider_response', m.provider_response),
+           updated_at = now()
+      FROM fresh f
+     WHERE m.id = f.message_id
+    RETURNING m.id, m.status
+), cursor AS (
+    INSERT INTO outbox.sms_receipt_cursor (log_group, last_ms) VALUES ($7, $8)
+    ON CONFLICT (log_group) DO UPDATE
+       SET last_ms = greatest(outbox.sms_receipt_cursor.last_ms, EXCLUDED.last_ms),
+           updated_at = now()
+)
+SELECT id, status FROM changed
+
+-- sms_spend(month_start) --
+-- This month's SMS: the priced spend, the priced count, and how many were sent without a
+-- price yet (their receipts are still on their way) or are being sent right now.
+SELECT coalesce(sum(price_usd), 0)::float8 AS spent,
+       count(price_usd) AS priced,
+       count(*) FILTER (WHERE price_usd IS NULL AND status IN ('sent', 'delivered'))
+       + (SELECT count(*) FROM outbox.message WHERE status = 'sending' AND channel = 'sms')
+           AS unpriced,
+       count(*) FILTER (WHERE status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE status = 'failed' AND provider_response IS NOT NULL) AS failed
+  FROM outbox.message
+ WHERE channel = 'sms' AND sent_at IS NOT NULL AND sent_at >= $1

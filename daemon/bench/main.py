@@ -42,6 +42,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         result = asyncio.run(inbox.run(settings, args))
         print(json.dumps(result, indent=2) if args.json else inbox.format_result(result))
         return 0
+    if getattr(args, "webhooks", False):
+        from daemon.bench import webhooks
+
+        result = asyncio.run(webhooks.run(settings, args))
+        print(json.dumps(result, indent=2) if args.json else webhooks.format_result(result))
+        return 0
     result = asyncio.run(_bench(settings, args))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -127,6 +127,12 @@ def process_tree_cpu(root: int) -> float:
     return total
 
 
+def backend_cpu(pid: int) -> float:
+    """CPU seconds of one process (a database backend on this host); 0 if unreadable."""
+    times = _proc_times(pid)
+    return 0.0 if times is None else times[1]
+
+
 def parent_pid(pid: int) -> int | None:
     times = _proc_times(pid)
     return None if times is None else times[0]

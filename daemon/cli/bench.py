@@ -135,6 +135,18 @@ def register(commands: Any) -> None:
         default=0.0,
         help="OUTBOXD_EMAIL__RATE while the campaign drains (0: unlimited)",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="measure webhooks instead: extra cost per sent message with no endpoint and "
+        "with one, and the webhook lane's events/s",
+    )
+    parser.add_argument(
+        "--webhook-events", type=positive_int, default=20_000, help="deliveries posted (20,000)"
+    )
+    parser.add_argument(
+        "--webhook-rounds", type=positive_int, default=3, help="drains of each side (3)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
 

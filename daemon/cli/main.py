@@ -6,12 +6,22 @@ import argparse
 from collections.abc import Sequence
 
 from daemon import settings as settings_module
-from daemon.cli import bench, campaigns, check, database, messages, run, stats, templates
+from daemon.cli import (
+    bench,
+    campaigns,
+    check,
+    database,
+    hooks,
+    messages,
+    run,
+    stats,
+    templates,
+)
 from daemon.cli.common import EXIT_USAGE, Handler, fail
 from outbox import errors
 
 #: Each registers its commands; the order is the order of ``outboxd --help``.
-COMMAND_GROUPS = (database, run, templates, messages, stats, campaigns, check, bench)
+COMMAND_GROUPS = (database, run, templates, messages, stats, campaigns, hooks, check, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

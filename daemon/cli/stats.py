@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 
 from daemon.cli.common import with_pool
+from daemon.feedback.sms_spend import SpendGate
+from daemon.hooks.store import HookStore
 from daemon.settings import Settings
 from outbox.store import Store
 
@@ -69,6 +71,21 @@ async def collect(pool: asyncpg.Pool) -> dict[str, Any]:
             for channel in channels
         },
         "warnings": warnings,
+        "webhooks": await HookStore(pool).counts(),
+        "sms_month": await _sms_month(pool),
+    }
+
+
+async def _sms_month(pool: asyncpg.Pool) -> dict[str, Any]:
+    """This month's SMS receipts and spend (UTC calendar month)."""
+    gate = SpendGate(None, 0.0)
+    await gate.refresh(pool)
+    return {
+        "spent_usd": round(gate.spent_usd, 6),
+        "priced": gate.priced,
+        "unpriced": gate.unpriced,
+        "delivered": gate.delivered,
+        "failed": gate.failed,
     }
 
 
@@ -89,6 +106,19 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  last 24 h: {day['sent']} sent, bounce rate {day['bounce_rate']:.2%}, "
             f"complaint rate {day['complaint_rate']:.2%}"
+        )
+    hooks = report.get("webhooks")
+    if hooks and any(hooks.values()):
+        lines.append(
+            f"webhooks: {hooks['pending']} pending, {hooks['sending']} being sent, "
+            f"{hooks['failed']} failed (outboxd hooks replay)"
+        )
+    sms = report.get("sms_month")
+    if sms and (sms["priced"] or sms["unpriced"]):
+        lines.append(
+            f"sms this month: {sms['spent_usd']:.4f} USD for {sms['priced']} priced "
+            f"({sms['delivered']} delivered, {sms['failed']} failed by the carrier), "
+            f"{sms['unpriced']} awaiting a receipt"
         )
     lines.extend(f"WARNING: {w}" for w in report["warnings"])
     return "\n".join(lines)

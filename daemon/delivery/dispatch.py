@@ -14,6 +14,7 @@ from typing import Any
 
 from daemon import addresses, metrics
 from daemon.delivery import retry
+from daemon.delivery.brands import BrandBook
 from daemon.delivery.render import Renderer, valid_locale
 from daemon.providers.base import Provider
 from daemon.settings import WorkerSettings
@@ -56,6 +57,7 @@ class Dispatcher:
         worker: WorkerSettings,
         links: LinkBuilder = _no_links,
         finish: Finisher | None = None,
+        brands: BrandBook | None = None,
         on_paused: Callable[[str, str], None] | None = None,
         on_throttled: Callable[[str], None] | None = None,
     ) -> None:
@@ -64,6 +66,7 @@ class Dispatcher:
         self.worker = worker
         self.links = links
         self.finish = finish
+        self.brands = brands
         self.on_paused = on_paused
         self.on_throttled = on_throttled
         # Labelled children looked up once: a lookup takes a lock and costs microseconds.
@@ -156,12 +159,17 @@ class Dispatcher:
         if person is not None:
             context["person"] = person
             locale = _person_locale(message, person)
+        # Brands: the one place the dispatcher looks at them (daemon.delivery.brands).
+        branding = self.brands.of(message) if self.brands is not None else None
         rendered = self.renderer.render(
             channel=message.channel,
             template=message.template,
             context=context,
             locale=locale,
+            brand=branding.template if branding is not None else None,
         )
+        if branding is not None:
+            rendered = rendered._replace(sender=branding.sender)
         if headers:
             rendered = rendered._replace(headers={**rendered.headers, **headers})
         if self.finish is not None:

@@ -163,10 +163,12 @@ class Renderer:
         template: str,
         context: Mapping[str, Any],
         locale: str | None = None,
+        brand: Mapping[str, Any] | None = None,
     ) -> Rendered:
-        """Render every part of ``template`` for ``channel``; raises TemplateError."""
+        """Render every part of ``template`` for ``channel``; raises TemplateError.
+        Templates see ``brand`` (the message's brand, else the configured one)."""
         resolved = self._resolve(channel, template, locale)
-        variables = {**context, "brand": self.brand}
+        variables = {**context, "brand": self.brand if brand is None else brand}
         out: dict[str, str | None] = {}
         for part, compiled in resolved.parts:
             out[part] = None if compiled is None else self._run(template, part, compiled, variables)

@@ -19,11 +19,13 @@ _KEEPALIVE_SECONDS = 15.0
 
 
 class WakeupListener:
-    """Wakes the lanes when new messages are committed (NOTIFY outbox_message)."""
+    """Wakes the lanes when new messages are committed (NOTIFY outbox_message, or the
+    given ``channel``)."""
 
-    def __init__(self, dsn: str, on_notify: Callable[[], None]) -> None:
+    def __init__(self, dsn: str, on_notify: Callable[[], None], *, channel: str = CHANNEL) -> None:
         self.dsn = dsn
         self.on_notify = on_notify
+        self.channel = channel
         self._stopping = asyncio.Event()
         self.connected = False
 
@@ -39,7 +41,7 @@ class WakeupListener:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self.dsn, timeout=10)
-                await conn.add_listener(CHANNEL, self._callback)
+                await conn.add_listener(self.channel, self._callback)
                 self.connected = True
                 if failures:
                     logger.info("LISTEN connection restored", extra={"action": "listen"})

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from daemon.feedback import bounded_json
+from daemon.feedback import bounded_json, outbound
 from daemon.feedback.certificates import (
     CertificateRefused,
     Certificates,
@@ -109,25 +109,20 @@ def check_cert_url(url: str) -> str:
 
 def validate_subscribe_url(url: str) -> str:
     """``url`` if it is safe to GET for a subscription confirmation (SSRF guard)."""
-    if (
-        not isinstance(url, str)
-        or not url.isascii()
-        or not _FIELD_SHAPES["SubscribeURL"].fullmatch(url)
-    ):
+    if not isinstance(url, str) or not _FIELD_SHAPES["SubscribeURL"].fullmatch(url):
         raise SnsRejected(400, "SubscribeURL is malformed")
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise SnsRejected(400, "SubscribeURL is malformed") from exc
+        parts = outbound.split_url(url)
+    except outbound.UrlRefused as exc:
+        if str(exc) == "the URL is malformed":
+            raise SnsRejected(400, "SubscribeURL is malformed") from exc
+        raise SnsRejected(400, "SubscribeURL is not an SNS ConfirmSubscription URL") from exc
     actions = parse_qs(parts.query).get("Action", [])
     if (
-        parts.scheme != "https"
-        or parts.netloc != parts.hostname
-        or port is not None
+        parts.netloc != parts.hostname
+        or parts.port is not None
         or not is_sns_host(parts.netloc)
         or parts.path not in ("", "/")
-        or parts.fragment
         or actions != ["ConfirmSubscription"]
     ):
         raise SnsRejected(400, "SubscribeURL is not an SNS ConfirmSubscription URL")

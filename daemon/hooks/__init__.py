@@ -1,1 +1,2 @@
-"""Outbound webhooks: telling the application what happened to its messages."""
+"""Outbound webhooks to the application: signed POSTs of the events in
+``outbox.webhook_delivery`` (written by triggers in the transaction of each change)."""

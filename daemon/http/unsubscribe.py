@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from daemon.addresses import mask
+from daemon.feedback.brand_store import BrandOptOuts
 from daemon.feedback.store import FeedbackStore
 from daemon.http import html
 from daemon.http.forms import FormRejected, read_form
@@ -83,7 +84,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     if claim is None:
         return _page(400, "invalid")
     try:
-        preferences = await request.app[STORE].preferences(claim.channel, claim.recipient)
+        preferences = await _store(request, claim).preferences(claim.channel, claim.recipient)
     except errors.DatabaseError:
         return _page(503, "unavailable")
     categories = {claim.category: preferences.get(claim.category, False), **preferences}
@@ -141,7 +142,7 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
         form = await read_form(request)
     except FormRejected as exc:
         return web.Response(status=exc.status, text=f"{exc.reason}\n")
-    store = request.app[STORE]
+    store = _store(request, claim)
     one_click = form.get("List-Unsubscribe") == "One-Click"
     # The page's "unsubscribe from all" button overrides the form's hidden default action.
     names = form.getall("action", ["unsubscribe"])
@@ -158,6 +159,12 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
     except errors.DatabaseError:
         return _page(503, "unavailable")
     return _page(200, state, claim, preferences, request.query["token"])
+
+
+def _store(request: web.Request, claim: UnsubscribeClaim) -> FeedbackStore:
+    """Where the claim's choices go: a branded message's link changes that brand's only."""
+    store = request.app[STORE]
+    return store if claim.brand is None else BrandOptOuts(store.pool, claim.brand)
 
 
 def setup(app: web.Application, *, tokens: TokenRules, store: FeedbackStore) -> None:

@@ -75,6 +75,17 @@ def _part(subtype: str, text: str) -> str:
     )
 
 
+def branded_sender(rendered: Rendered, sender: str, reply_to: str | None) -> tuple[str, str | None]:
+    """The From and Reply-To of ``rendered``: its brand's when it has a sender of its own
+    (then without the configured Reply-To, which belongs to another sender), else these."""
+    brand = rendered.sender
+    if brand is None:
+        return sender, reply_to
+    if brand.address:
+        return brand.address, brand.reply_to
+    return sender, brand.reply_to or reply_to
+
+
 def build_email(
     message: Message,
     rendered: Rendered,
@@ -83,7 +94,9 @@ def build_email(
     reply_to: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """The complete RFC 5322 message for ``rendered``, CRLF line endings."""
+    """The complete RFC 5322 message for ``rendered``, CRLF line endings; a brand's sender
+    (``rendered.sender``) replaces ``sender`` and ``reply_to``."""
+    sender, reply_to = branded_sender(rendered, sender, reply_to)
     domain = sender_domain(sender)
     headers = [
         ("From", format_address(sender)),

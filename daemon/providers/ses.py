@@ -69,16 +69,23 @@ class SesProvider(aws.AwsProvider):
             if rendered.headers:
                 simple["Headers"] = [{"Name": k, "Value": v} for k, v in rendered.headers.items()]
             content = {"Simple": simple}
+        sender, reply_to = mime.branded_sender(rendered, self._raw_sender, self.reply_to)
         request: dict[str, Any] = {
-            "FromEmailAddress": self.sender,
+            "FromEmailAddress": self.sender
+            if sender is self._raw_sender
+            else mime.format_address(sender),
             "Destination": {"ToAddresses": [message.recipient]},
             "Content": content,
             "EmailTags": email_tags(message),
         }
-        if self.reply_to and not self.raw:
-            request["ReplyToAddresses"] = [self.reply_to]
-        if self.configuration_set:
-            request["ConfigurationSetName"] = self.configuration_set
+        if reply_to and not self.raw:
+            request["ReplyToAddresses"] = [reply_to]
+        brand = rendered.sender
+        configuration_set = (brand and brand.configuration_set) or self.configuration_set
+        if configuration_set:
+            request["ConfigurationSetName"] = configuration_set
+        if brand is not None and brand.tenant:
+            request["TenantName"] = brand.tenant
         return request
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:

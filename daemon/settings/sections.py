@@ -108,6 +108,32 @@ class SmsSettings(_Section):
         description="An SMS longer than this many segments (160 GSM-7 or 70 UCS-2 characters "
         "for one; 153 or 67 each when split) fails instead of being sent (SNS).",
     )
+    receipts: bool = Field(
+        False,
+        description="Read SNS SMS delivery-status records from CloudWatch Logs (SNS "
+        "delivery status logging must be on): delivered or failed, the carrier's answer and "
+        "the price on each message.",
+    )
+    receipt_log_group: str | None = Field(
+        None,
+        description="The log group of successful deliveries (failures: the same name plus "
+        "'/Failure'); unset: sns/<region>/<account>/DirectPublishToPhoneNumber.",
+    )
+    receipt_interval: float = Field(
+        30.0, gt=0, description="Seconds between reads of the delivery-status logs."
+    )
+    monthly_cap_usd: float | None = Field(
+        None,
+        gt=0,
+        description="SMS spend per calendar month (UTC) in USD; the SMS channel pauses "
+        "before a send could pass it (the price of SMS not yet priced is estimated).",
+    )
+    price_estimate_usd: float = Field(
+        0.01,
+        gt=0,
+        description="Price assumed for an SMS before any of this month's receipts tell the "
+        "average (the spend cap counts SMS not yet priced at the higher of the two).",
+    )
 
 
 class SmtpTls(enum.StrEnum):

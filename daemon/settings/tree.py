@@ -9,6 +9,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
+from daemon.settings.hooks import HookSettings
 from daemon.settings.sections import (
     ENV_PREFIX,
     LOCAL_SEND_TIMEOUT,
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     people: PeopleSettings = PeopleSettings()
     campaigns: CampaignSettings = CampaignSettings()
     tracking: TrackingSettings = TrackingSettings()
+    hooks: HookSettings = HookSettings()
 
     @field_validator("secret_key", mode="before")
     @classmethod
@@ -149,5 +151,14 @@ class Settings(BaseSettings):
         return self.file.dir or self.data_dir / "outgoing"
 
     @property
-    def brand(self) -> dict[str, str]:
-        return {"name": self.brand_name, "url": self.brand_url, "address": self.brand_address}
+    def brand(self) -> dict[str, Any]:
+        """``brand`` in templates of messages without one: the keys a brand of
+        ``outbox.brand`` has too, so that one template serves both."""
+        return {
+            "key": None,
+            "name": self.brand_name,
+            "url": self.brand_url,
+            "address": self.brand_address,
+            "logo_url": None,
+            "colors": {},
+        }

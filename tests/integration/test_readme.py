@@ -43,6 +43,8 @@ DEDICATED_SECTIONS = {
     "Notify people": "tests/integration/test_readme_people.py",
     "Digests and recurring schedules": "tests/integration/test_schedules.py",
     "In-app inbox: the bell": "tests/integration/test_inbox_readme.py",
+    "Webhooks to your application": "tests/integration/test_hooks_readme.py",
+    "Brands": "tests/integration/test_brands.py",
 }
 
 
