@@ -9,6 +9,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
+from daemon.settings.console import ConsoleSettings
 from daemon.settings.sections import (
     ENV_PREFIX,
     LOCAL_SEND_TIMEOUT,
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     people: PeopleSettings = PeopleSettings()
     campaigns: CampaignSettings = CampaignSettings()
     tracking: TrackingSettings = TrackingSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @field_validator("secret_key", mode="before")
     @classmethod
