@@ -41,7 +41,7 @@ def _next(target: str) -> str:
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     if request.app[CONSOLE].secret is None:
-        return render(request, "off.html.j2", status=503)
+        return render(request, "off.html.j2", status=404)
     return render(request, "login.html.j2", next=_next(request.query.get("next", BASE)), error="")
 
 
@@ -49,7 +49,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     secret = console.secret
     if secret is None:
-        return render(request, "off.html.j2", status=503)
+        return render(request, "off.html.j2", status=404)
     if not auth.same_origin(request):
         return problem(request, 403, "Refused: sign in from the console's own page.")
     try:
@@ -108,7 +108,6 @@ def setup(app: web.Application, state: ServiceState) -> None:
         )
     routes = app.router
     routes.add_get(BASE, overview.overview)
-    routes.add_get(f"{BASE}/", overview.overview)
     routes.add_get(f"{BASE}/login", login_page)
     routes.add_post(f"{BASE}/login", login)
     routes.add_post(f"{BASE}/logout", logout)

@@ -46,6 +46,8 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+#: The signed-in request's session (its CSRF token is derived from it).
+SESSION = web.RequestKey("console_session", str)
 
 
 def _when(value: datetime | None) -> str:
@@ -68,7 +70,7 @@ def render(
 ) -> web.Response:
     """A console page: the template with the session's CSRF token and the path."""
     console = request.app[CONSOLE]
-    session = request.get("console_session")
+    session = request.get(SESSION)
     csrf = auth.csrf_token(console.secret, session) if console.secret and session else ""
     text = _ENV.get_template(template).render(
         csrf=csrf, csrf_field=auth.CSRF_FIELD, path=request.path, base=BASE, **context
@@ -88,7 +90,7 @@ Action = Callable[[web.Request, MultiDict[str]], Awaitable[web.StreamResponse]]
 
 def _off(request: web.Request) -> web.Response | None:
     if request.app[CONSOLE].secret is None:
-        return render(request, "off.html.j2", status=503)
+        return render(request, "off.html.j2", status=404)
     return None
 
 
@@ -105,7 +107,7 @@ def signed_in(handler: Page) -> Page:
         session = auth.session_of(request, secret)
         if session is None:
             raise web.HTTPSeeOther(f"{BASE}/login?{urlencode({'next': request.path_qs})}")
-        request["console_session"] = session
+        request[SESSION] = session
         return await handler(request)
 
     return wrapper
@@ -127,7 +129,7 @@ def action(handler: Action) -> Page:
         except auth.Refused as exc:
             logger.warning("console action refused: %s", exc.reason, extra={"action": "console"})
             return problem(request, exc.status, exc.reason)
-        request["console_session"] = session
+        request[SESSION] = session
         return await handler(request, form)
 
     return wrapper
