@@ -62,8 +62,14 @@ PREVIEW_POLICY = (
 
 def secure(response: web.StreamResponse, policy: str) -> web.StreamResponse:
     """``response`` with ``policy`` as its Content-Security-Policy, the safety headers, and
-    no caching (console pages show addresses)."""
+    no caching (console pages show addresses).
+
+    The referrer policy is ``same-origin``, not ``no-referrer``: under ``no-referrer``
+    browsers send ``Origin: null`` with a form's POST, and the console's actions are
+    checked against their Origin. Other sites still get no referrer.
+    """
     response.headers["Content-Security-Policy"] = policy
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     for name, value in SAFETY_HEADERS.items():
         response.headers.setdefault(name, value)

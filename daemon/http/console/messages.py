@@ -63,7 +63,10 @@ def _timeline(detail: MessageDetail) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = [
         {"at": m["created_at"], "what": "enqueued", "detail": f"{m['channel']} · {m['template']}"}
     ]
-    if m["not_before"] > m["created_at"]:
+    # Scheduled later (or retried): when it became due, unless that was after it went out.
+    if m["not_before"] > m["created_at"] and (
+        m["sent_at"] is None or m["not_before"] <= m["sent_at"]
+    ):
         steps.append({"at": m["not_before"], "what": "due", "detail": m["deferred_reason"] or ""})
     if m["attempts"]:
         steps.append(
