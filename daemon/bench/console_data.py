@@ -41,7 +41,7 @@ SELECT channel,
        CASE WHEN g % 3 = 0 THEN g / 6 END
   FROM (
       SELECT g,
-             (g * 7919) % 100000 AS who,
+             (g::bigint * 7919) % 100000 AS who,
              CASE WHEN g % 10 < 7 THEN 'email' WHEN g % 10 < 9 THEN 'sms' ELSE 'inapp' END
                  AS channel,
              now() - make_interval(secs => (($1 - g)::float8 / $1) * 30 * 86400) AS created,
