@@ -90,7 +90,7 @@ def _cases(n: int) -> Iterator[tuple[str, str, list[Any]]]:
     }.items():
         yield case, sql, []
     yield "message: the row", queries.MESSAGE, [message]
-    yield "message: its events", queries.EVENTS, [message]
+    yield "message: its events", queries.EVENTS, [message + 5]  # a bounced one
     yield "message: its person", queries.PERSON, ["u7"]
     yield "message: webhook table there?", queries.WEBHOOK_TABLE, []
     yield "suppressions: newest", queries.SUPPRESSIONS, [None, 200]

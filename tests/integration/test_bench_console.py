@@ -15,7 +15,7 @@ async def test_every_console_query_is_explained(postgres_admin_dsn: str) -> None
     by_case = {row["case"]: row for row in rows}
     assert "message_recipient_search_idx" in by_case["search: recipient"]["indexes"]
     assert by_case["search: status failed"]["indexes"] == ["message_trouble_idx"]
-    assert by_case["search: notification"]["indexes"] == ["message_notification_idx"]
+    assert by_case["search: notification"]["indexes"][0] == "message_notification_idx"
     assert by_case["search: recipient"]["rows"] > 0
     assert by_case["action: requeue 1,000 (rolled back)"]["rows"] > 0
     assert by_case["action: retry 1,000 failed (rolled back)"]["rows"] > 0
