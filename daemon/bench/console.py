@@ -174,13 +174,15 @@ async def explain(dsn: str, n: int) -> list[dict[str, Any]]:
             await conn.close()
 
 
-async def _set_indexes(conn: asyncpg.Connection, variant: str) -> None:
-    if variant == "none":
-        for name in _index_names():
-            await conn.execute(f"DROP INDEX IF EXISTS outbox.{name}")
-    else:
-        for statement in _index_statements():
-            await conn.execute(statement)
+#: Which of 0015's indexes each variant has (by position in the migration).
+VARIANTS = {"none": (), "0015": (0, 1, 2)}
+#: With ``--split``: each search index alone.
+SPLIT = {"recipient only": (0, 1), "notification only": (1, 2)}
+
+
+async def _set_indexes(conn: asyncpg.Connection, wanted: tuple[int, ...]) -> None:
+    for i, (name, statement) in enumerate(zip(_index_names(), _index_statements(), strict=True)):
+        await conn.execute(statement if i in wanted else f"DROP INDEX IF EXISTS outbox.{name}")
     await conn.execute("VACUUM ANALYZE outbox.message")
 
 
@@ -206,10 +208,13 @@ async def _round(pool: asyncpg.Pool, rows: int) -> dict[str, float]:
     return {"insert": rows / inserted, "floor": done / drained}
 
 
-async def indexes(dsn: str, n: int, reps: int) -> dict[str, dict[str, float]]:
+async def indexes(
+    dsn: str, n: int, reps: int, *, split: bool = False
+) -> dict[str, dict[str, float]]:
     """Enqueue rate and claim + completion floor (rows/s, medians of ``reps`` alternating
     rounds) on a table of ``n`` messages, without ("none") and with ("0015") the indexes
-    of migration 0015."""
+    of migration 0015 (and, with ``split``, with each search index alone)."""
+    variants = {**VARIANTS, **(SPLIT if split else {})}
     rows = max(1000, min(20_000, n // 50 // 1000 * 1000))
     async with db.scratch_database(dsn, f"outboxd_bench_{secrets.token_hex(4)}") as scratch:
         conn = await asyncpg.connect(scratch, server_settings={"statement_timeout": "0"})
@@ -218,10 +223,10 @@ async def indexes(dsn: str, n: int, reps: int) -> dict[str, dict[str, float]]:
             await migrations.migrate(conn)
             await _fill(conn, n)
             await _drain(Store(pool))  # the fill's own due rows, before any round
-            results: dict[str, list[dict[str, float]]] = {"none": [], "0015": []}
+            results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
             for _ in range(reps):
                 for variant in results:
-                    await _set_indexes(conn, variant)
+                    await _set_indexes(conn, variants[variant])
                     results[variant].append(await _round(pool, rows))
             return {
                 variant: {
@@ -246,18 +251,24 @@ def _report(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]] | Non
         lines += ["", "| indexes | enqueue rows/s | claim + completion rows/s |", "|---|---:|---:|"]
         for variant, rates in costs.items():
             lines.append(f"| {variant} | {rates['insert']:,.0f} | {rates['floor']:,.0f} |")
-        none, with_ = costs["none"], costs["0015"]
-        lines.append(
-            f"\n0015's indexes: enqueue x{with_['insert'] / none['insert']:.3f}, "
-            f"claim + completion x{with_['floor'] / none['floor']:.3f}"
-        )
+        none = costs["none"]
+        for variant, rates in costs.items():
+            if variant != "none":
+                lines.append(
+                    f"\n{variant}: enqueue x{rates['insert'] / none['insert']:.3f}, "
+                    f"claim + completion x{rates['floor'] / none['floor']:.3f} (against none)"
+                )
     return "\n".join(lines)
 
 
 async def _main(dsn: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     rows = await explain(dsn, args.messages)
-    costs = None if args.skip_indexes else await indexes(dsn, args.messages, args.reps)
+    costs = (
+        None
+        if args.skip_indexes
+        else await indexes(dsn, args.messages, args.reps, split=args.split)
+    )
     print(_report(rows, costs))
     print(f"\n({args.messages:,} messages; {time.perf_counter() - started:.0f} s in all)")
 
@@ -269,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3, help="rounds per index variant")
     parser.add_argument("--skip-indexes", action="store_true", help="only the EXPLAINs")
+    parser.add_argument("--split", action="store_true", help="also each search index alone")
     args = parser.parse_args(argv)
     dsn, _ = db.resolve_dsn(settings_module.load())
     asyncio.run(_main(dsn, args))
