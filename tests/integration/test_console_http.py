@@ -219,3 +219,27 @@ async def test_a_channel_paused_from_the_console_is_held_by_the_daemon_until_res
         assert status == 303
         await recorder.wait_for(2)
         assert await _statuses(pool, [message]) == {"sent"}
+
+
+async def test_digits_of_other_scripts_are_refused_not_a_server_error(
+    database_url: str, tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    settings = console_settings(database_url, tmp_path)
+    async with running(settings, database_url) as (daemon, _), browser_session() as s:
+        assert daemon.admin_port is not None
+        client = ConsoleClient(s, daemon.admin_port)
+        assert await client.sign_in() == 303
+        assert (await client.get("/console/messages/%C2%B2"))[0] == 404  # "²" is a digit
+        assert (await client.get("/console/messages?before=%C2%B2"))[0] == 400
+        status, _, headers = await client.post(
+            "/console/messages/action", {"action": "retry", "id": "²", "back": "/console"}
+        )
+        assert status == 303 and "Nothing+chosen" in headers["Location"]
+        s.cookie_jar.clear()
+        forged = "²²²²²²²²²².0123"
+        async with s.get(
+            f"{client.origin}/console",
+            headers={"Cookie": f"outboxd_console={forged}"},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 303  # to the sign-in page

@@ -140,3 +140,14 @@ def test_a_short_console_token_is_refused_naming_the_variable(
     message = str(caught.value)
     assert message.startswith("invalid setting OUTBOXD_CONSOLE__TOKEN: must be at least 16")
     assert "short" not in message  # a secret is never echoed, even a bad one
+
+
+def test_actions_go_back_only_to_console_pages() -> None:
+    from daemon.http.console.common import console_path, number
+
+    assert console_path("/console/messages?status=failed") == "/console/messages?status=failed"
+    for elsewhere in ("javascript:alert(1)", "//evil.example/console", "https://evil.example",
+                      "/consoleevil", "/console\\\\evil.example", "/metrics"):  # fmt: skip
+        assert console_path(elsewhere) == "/console"
+    assert number("42") == 42
+    assert [number(v) for v in ("²", "٣", "-1", "1e3", "", "9" * 19)] == [None] * 6

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from multidict import MultiDict
 from daemon.http import forms
 
 COOKIE = "outboxd_console"
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 CSRF_FIELD = "csrf"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,7 +44,9 @@ def valid_session(secret: str, value: str | None, *, now: float | None = None) -
     if not value or value.count(".") != 1:
         return False
     expires, mac = value.split(".")
-    if not expires.isdigit() or not hmac.compare_digest(mac, _mac(secret, "session", expires)):
+    if not _EXPIRES.fullmatch(expires):
+        return False
+    if not hmac.compare_digest(mac.encode(), _mac(secret, "session", expires).encode()):
         return False
     return int(expires) > (time.time() if now is None else now)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from daemon.settings import ConsoleSettings
 
 logger = logging.getLogger(__name__)
 PAGES_DIR = Path(__file__).parent / "pages"
+_DIGITS = re.compile(r"[0-9]{1,18}")
 STATIC_DIR = Path(__file__).parent / "static"
 BASE = "/console"
 
@@ -135,10 +137,17 @@ def action(handler: Action) -> Page:
     return wrapper
 
 
+def console_path(target: str) -> str:
+    """``target`` if it is a path of the console, else the overview's (where to go back to
+    after an action: never another site, never a ``javascript:`` link)."""
+    if target == BASE or (target.startswith(f"{BASE}/") and "\\" not in target):
+        return target
+    return BASE
+
+
 def back_to(target: str, notice: str) -> web.HTTPSeeOther:
     """A redirect after an action to a console page (only), with a notice to show."""
-    if not target.startswith(f"{BASE}") or target.startswith("//"):
-        target = BASE
+    target = console_path(target)
     joiner = "&" if "?" in target else "?"
     return web.HTTPSeeOther(f"{target}{joiner}{urlencode({'notice': notice})}")
 
@@ -150,13 +159,20 @@ def _text(fields: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def number(value: str) -> int | None:
+    """``value`` as a positive id if it is one (ASCII digits: ``str.isdigit`` also takes
+    "²" and other scripts' digits, which ``int`` refuses), else None."""
+    return int(value) if _DIGITS.fullmatch(value) else None
+
+
 def _number(fields: Mapping[str, str], name: str) -> int | None:
     value = _text(fields, name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    found = number(value)
+    if found is None:
         raise ValueError(f"{name} must be a number")
-    return int(value)
+    return found
 
 
 def _time(fields: Mapping[str, str], name: str) -> datetime | None:

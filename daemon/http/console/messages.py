@@ -17,7 +17,9 @@ from daemon.http.console.common import (
     CONSOLE,
     action,
     back_to,
+    console_path,
     filters_from,
+    number,
     problem,
     render,
     signed_in,
@@ -38,7 +40,9 @@ async def search(request: web.Request) -> web.StreamResponse:
     try:
         filters = filters_from(request.query)
         before = request.query.get("before", "")
-        before_id = int(before) if before.isdigit() and len(before) < 19 else None
+        before_id = number(before)
+        if before and before_id is None:
+            raise ValueError("before must be a message id")
     except ValueError as exc:
         return problem(request, 400, str(exc))
     store = request.app[CONSOLE].store
@@ -95,10 +99,10 @@ def _timeline(detail: MessageDetail) -> list[dict[str, Any]]:
 
 
 async def _detail(request: web.Request) -> MessageDetail:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    message_id = number(request.match_info["id"])
+    if message_id is None:
         raise web.HTTPNotFound()
-    detail = await request.app[CONSOLE].store.message(int(raw))
+    detail = await request.app[CONSOLE].store.message(message_id)
     if detail is None:
         raise web.HTTPNotFound()
     return detail
@@ -150,10 +154,10 @@ async def message_html(request: web.Request) -> web.StreamResponse:
 
 
 def _ids(form: MultiDict[str]) -> list[int]:
-    ids = [v for v in form.getall("id", []) if v.isdigit() and len(v) < 19]
+    ids = {i for i in map(number, form.getall("id", [])) if i is not None}
     if len(ids) > MAX_IDS:
         raise ValueError(f"at most {MAX_IDS} messages at once; act on the search instead")
-    return sorted({int(v) for v in ids})
+    return sorted(ids)
 
 
 @action
@@ -164,7 +168,7 @@ async def act(request: web.Request, form: MultiDict[str]) -> web.StreamResponse:
     name = form.get("action", "")
     if name not in ACTIONS:
         return problem(request, 400, "Unknown action.")
-    back = form.get("back", BASE)
+    back = console_path(form.get("back", BASE))
     if form.get("scope") != "search":
         try:
             ids = _ids(form)
