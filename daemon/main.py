@@ -24,6 +24,7 @@ from daemon.campaigns.tracking import Tracker
 from daemon.delivery.brands import BrandBook
 from daemon.delivery.completer import Completer
 from daemon.delivery.dispatch import Dispatcher, Finisher, LinkBuilder
+from daemon.delivery.holds import Holds
 from daemon.delivery.lane import Lane
 from daemon.delivery.links import Links
 from daemon.delivery.person_links import PersonLinks
@@ -241,6 +242,8 @@ class Daemon:
             )
             reaper.on_reaped.append(self._rescan_all)
             self.listener = listener = WakeupListener(self.dsn, self._wake_all)
+            holds = Holds(pool, self.lanes, settings.console.holds_interval)
+            await holds.refresh()  # a channel paused by an operator claims nothing from the start
 
             if settings.http.enabled and not until_empty:
                 ports = await http_app.start(stack, self._service_state(store))
@@ -261,6 +264,7 @@ class Daemon:
                     group.create_task(reaper.run(), name="reaper")
                     group.create_task(listener.run(), name="listener")
                     group.create_task(self._watchdog(), name="watchdog")
+                    group.create_task(holds.run(self.stopping), name="holds")
                     side_loops = {
                         **side_loops,
                         **people_loops.build(pool, settings),

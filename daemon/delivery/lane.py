@@ -95,6 +95,8 @@ class Lane:
         #: Per priority, where the next claim's scan starts; empty: from the head.
         self._after: dict[int, ClaimPosition] = {}
         self._head_scan_due = 0.0
+        #: Why an operator paused the channel (outbox.channel_pause); None while not held.
+        self.hold_reason: str | None = None
 
     # -- signals from outside ---------------------------------------------------------
     def wake(self) -> None:
@@ -118,6 +120,23 @@ class Lane:
         """The provider refuses every send: stop claiming, probe after the cool-down."""
         self.breaker.open(reason)
         self.send_queue.release()  # they would only meet the same refusal
+
+    def hold(self, reason: str) -> None:
+        """An operator paused the channel: claim nothing until :meth:`release_hold`."""
+        if self.hold_reason is None:
+            logger.warning(
+                "%s channel held by an operator: %s", self.channel, reason,
+                extra={"action": "pause", "channel": self.channel},
+            )  # fmt: skip
+            self.send_queue.release()
+        self.hold_reason = reason
+
+    def release_hold(self) -> None:
+        """The operator's pause was lifted: claim again now."""
+        if self.hold_reason is not None:
+            self.hold_reason = None
+            logger.warning("%s channel released", self.channel, extra={"action": "resume"})
+            self.wake()
 
     @property
     def pause_reason(self) -> str | None:
@@ -151,6 +170,13 @@ class Lane:
             free = 2 * concurrency - self.send_queue.busy - len(self.send_queue.waiting)
             if free <= 0 or (backlog and free < refill) or self._completer_congested():
                 await self._wait_for_slot()
+                continue
+            if self.hold_reason is not None:
+                if until_empty:
+                    return
+                self.heartbeat = time.monotonic()  # held on purpose: healthy
+                await self._sleep_until(time.monotonic() + self.worker.poll_interval)
+                self._woken = False
                 continue
             want = min(free, batch_size)
             until_probe = self.breaker.until_probe()

@@ -2,15 +2,15 @@
 
 It serves ``/metrics`` and ``/healthz`` and ``/readyz`` with their reasons, on
 OUTBOXD_HTTP__ADMIN_HOST:OUTBOXD_HTTP__ADMIN_PORT (loopback by default: expose it only to
-your monitoring, never to the internet). Operator tools that come later (a console) add
-their routes here, in :func:`make_app`.
+your monitoring, never to the internet). The operator console (:mod:`daemon.http.console`)
+is served here too, under ``/console``, and never on the public port.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from daemon.http import health
+from daemon.http import console, health
 from daemon.http.state import ServiceState
 
 #: Nothing the admin server accepts has a body worth more than this.
@@ -23,4 +23,5 @@ def make_app(state: ServiceState) -> web.Application:
     """The admin application (routes only; :mod:`daemon.http.app` serves it)."""
     app = web.Application(client_max_size=MAX_BODY)
     health.setup_admin(app, state)
+    console.setup(app, state)
     return app

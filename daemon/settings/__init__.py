@@ -7,6 +7,7 @@ down. :func:`load` turns validation errors into one line naming the variable.
 from __future__ import annotations
 
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
+from daemon.settings.console import ConsoleSettings
 from daemon.settings.loading import credentials, describe, env_name, load
 from daemon.settings.sections import (
     ENV_PREFIX,
@@ -33,6 +34,7 @@ __all__ = [
     "LOCAL_SEND_TIMEOUT",
     "AwsSettings",
     "CampaignSettings",
+    "ConsoleSettings",
     "EmailProviderName",
     "EmailSettings",
     "FeedbackSettings",

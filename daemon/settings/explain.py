@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails
 from daemon.settings.sections import ENV_PREFIX
 
 #: Fields whose values are never repeated in a message.
-SECRET_FIELDS = frozenset({"password", "secret_key", "database_url"})
+SECRET_FIELDS = frozenset({"password", "secret_key", "database_url", "token"})
 
 #: ``OUTBOXD_`` variables that are not settings: the test suite's database
 #: (OUTBOXD_TEST_DATABASE_URL) and what ``outboxd bench`` hands its peers.

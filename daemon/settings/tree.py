@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
 from daemon.settings.hooks import HookSettings
+from daemon.settings.console import ConsoleSettings
 from daemon.settings.sections import (
     ENV_PREFIX,
     LOCAL_SEND_TIMEOUT,
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     campaigns: CampaignSettings = CampaignSettings()
     tracking: TrackingSettings = TrackingSettings()
     hooks: HookSettings = HookSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @field_validator("secret_key", mode="before")
     @classmethod

@@ -101,6 +101,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
         database_url, tmp_path, secret_key="fuzz-key",
         http={"host": "127.0.0.1", "port": 0, "admin_port": 0, "body_timeout": 0.5},
         feedback={"topic_arns": TOPIC, "cert_dir": tmp_path / "certs"},
+        console={"token": "fuzz-console-token-0123"},
     )  # fmt: skip
     loop = asyncio.new_event_loop()
     daemon_box: list[Daemon] = []
