@@ -339,6 +339,22 @@ class WorkerSettings(_Section):
     retention_days: float | None = Field(
         None, gt=0, description="Purge finished messages older than this; unset = keep."
     )
+    archive_after_hours: float | None = Field(
+        24.0,
+        ge=0,
+        description=(
+            "Move messages finished longer ago than this out of outbox.message into the "
+            "monthly outbox.message_archive (see outbox.message_all); unset = never."
+        ),
+    )
+    idempotency_days: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "How long an archived message's idempotency key still refuses a second enqueue "
+            "(kept even after its archive partition is dropped)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> WorkerSettings:
