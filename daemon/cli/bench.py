@@ -135,6 +135,23 @@ def register(commands: Any) -> None:
         default=0.0,
         help="OUTBOXD_EMAIL__RATE while the campaign drains (0: unlimited)",
     )
+    parser.add_argument(
+        "--retention",
+        action="store_true",
+        help="measure instead what --sends sends and a purge leave behind (table and index "
+        "sizes, claim rate) against a fresh database, archive and row-by-row purge side by side",
+    )
+    parser.add_argument(
+        "--sends", type=positive_int, default=10_000_000, help="sends for --retention (10M)"
+    )
+    parser.add_argument(
+        "--claim-rows", type=positive_int, default=100_000, help="claim floor rows (100,000)"
+    )
+    parser.add_argument(
+        "--no-delete",
+        action="store_true",
+        help="--retention: leave out the row-by-row purge comparison",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
 
@@ -147,6 +164,10 @@ def _share(text: str) -> float:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.retention:
+        from daemon.bench import retention
+
+        return retention.print_run(settings, args)
     from daemon.bench import main as bench
 
     return bench.run(settings, args)
