@@ -114,7 +114,8 @@ class Daemon:
             stopping=self.stopping,
             heartbeat_age=self.heartbeat_age,
             paused=lambda: self.paused,
-            dsn=self.dsn,
+            dsn=self.settings.listen_dsn(self.dsn),
+            listen=self.settings.listen_dsn(self.dsn) is not None,
         )
 
     def _on_paused(self, channel: str, reason: str) -> None:
@@ -169,9 +170,20 @@ class Daemon:
         """Run until :meth:`request_stop` (or, with ``until_empty``, until drained)."""
         settings = self.settings
         async with AsyncExitStack() as stack:
-            pool = await db.create_pool(self.dsn, min_size=2, max_size=8)
+            pool = await db.create_pool(
+                self.dsn,
+                min_size=2,
+                max_size=8,
+                transaction_pooling=settings.transaction_pooling,
+            )
             stack.push_async_callback(pool.close)
-            await db.ensure_schema(pool, migrate=settings.migrate_on_start)
+            listen_dsn = settings.listen_dsn(self.dsn)
+            await db.ensure_schema(
+                pool,
+                migrate=settings.migrate_on_start,
+                direct_dsn=settings.direct_dsn,
+                transaction_pooling=settings.transaction_pooling,
+            )
             self.store = store = Store(pool)
             if await PeopleStore(pool).write_settings(hourly_cap=settings.people.hourly_cap):
                 cap = settings.people.hourly_cap
@@ -232,7 +244,14 @@ class Daemon:
                 store, settings.worker, gauges=settings.http.enabled and not until_empty
             )
             reaper.on_reaped.append(self._rescan_all)
-            self.listener = listener = WakeupListener(self.dsn, self._wake_all)
+            self.listener = listener = WakeupListener(listen_dsn, self._wake_all)
+            if listen_dsn is None:
+                logger.warning(
+                    "behind a transaction pooler without OUTBOXD_DATABASE__LISTEN_URL: new "
+                    "messages are found by polling every %gs, and in-app live streams are off",
+                    settings.worker.poll_interval,
+                    extra={"action": "listen"},
+                )
 
             if settings.http.enabled and not until_empty:
                 ports = await http_app.start(stack, self._service_state(store))

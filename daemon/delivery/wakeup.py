@@ -21,7 +21,9 @@ _KEEPALIVE_SECONDS = 15.0
 class WakeupListener:
     """Wakes the lanes when new messages are committed (NOTIFY outbox_message)."""
 
-    def __init__(self, dsn: str, on_notify: Callable[[], None]) -> None:
+    def __init__(self, dsn: str | None, on_notify: Callable[[], None]) -> None:
+        #: None behind a transaction pooler without a direct DSN: nothing to listen on,
+        #: the lanes poll.
         self.dsn = dsn
         self.on_notify = on_notify
         self._stopping = asyncio.Event()
@@ -34,6 +36,9 @@ class WakeupListener:
         self.on_notify()
 
     async def run(self) -> None:
+        if self.dsn is None:
+            await self._stopping.wait()
+            return
         failures = 0
         while not self._stopping.is_set():
             conn: asyncpg.Connection | None = None

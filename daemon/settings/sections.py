@@ -307,6 +307,43 @@ def _origin(value: str) -> str:
     return origin
 
 
+class PoolMode(enum.StrEnum):
+    SESSION = "session"
+    TRANSACTION = "transaction"
+
+
+class DatabaseSettings(_Section):
+    """How outboxd talks to PostgreSQL (the DSN itself is OUTBOXD_DATABASE_URL)."""
+
+    pool_mode: PoolMode = Field(
+        PoolMode.SESSION,
+        description=(
+            "`session`: OUTBOXD_DATABASE_URL is PostgreSQL itself (or a session pooler). "
+            "`transaction`: it is a transaction pooler such as PgBouncer in pool_mode="
+            "transaction: no prepared statements are kept, no settings are sent at connect "
+            "(set statement_timeout on the role), and LISTEN goes to LISTEN_URL."
+        ),
+    )
+    listen_url: SecretStr | None = Field(
+        None,
+        description=(
+            "A direct PostgreSQL DSN for LISTEN (new-message wake-ups, in-app streams) and "
+            "for migrations. Unset: OUTBOXD_DATABASE_URL in session mode; in transaction "
+            "mode the claim loops poll every OUTBOXD_WORKER__POLL_INTERVAL and in-app live "
+            "streams are unavailable."
+        ),
+    )
+
+    @field_validator("listen_url")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
 class WorkerSettings(_Section):
     concurrency: int = Field(
         256,
