@@ -15,6 +15,13 @@ from daemon.settings import WorkerSettings
 from outbox import NewMessage, enqueue, enqueue_many
 from outbox.models import FeedbackEvent
 from outbox.store import Store
+from tests.integration.campaign_helpers import (
+    add_campaign,
+    add_list,
+    add_people,
+    mark_sent,
+    subscribe,
+)
 from tests.integration.enqueue_helpers import enqueue_one
 from tests.integration.test_cli import _env, outboxd
 
@@ -158,3 +165,32 @@ async def test_purge_drops_whole_months_only(
     assert await pool.fetchval("SELECT to_regclass('outbox.' || $1::text)", old_part) is None
     assert await pool.fetchval("SELECT to_regclass('outbox.' || $1::text)", this_month)
     assert await pool.fetchval("SELECT count(*) FROM outbox.message_archive") == 1
+
+
+async def test_unsubscribing_from_an_archived_campaign_message_ends_the_subscription(
+    pool: asyncpg.Pool,
+) -> None:
+    await add_people(pool, {"u1": {}})
+    list_id = await add_list(pool)
+    await subscribe(pool, "news", ["u1"])
+    campaign_id = await add_campaign(pool, list_id)
+    await pool.fetchval("SELECT outbox.start_campaign($1)", campaign_id)
+    await mark_sent(pool, campaign_id)
+    await pool.execute(
+        "UPDATE outbox.message SET updated_at = now() - interval '2 days'; "
+        "UPDATE outbox.campaign SET status = 'sent'"
+    )
+    assert await Retention(pool).archive(3600) == 1
+
+    await FeedbackStore(pool).set_preference("email", "u1@example.com", "marketing", opted_out=True)
+    status = "SELECT status FROM outbox.subscription WHERE recipient_key = 'u1'"
+    assert await pool.fetchval(status) == "unsubscribed"
+    stats = await pool.fetchrow(
+        "SELECT sent, unsubscribed FROM outbox.campaign_stats WHERE campaign_id = $1", campaign_id
+    )
+    assert tuple(stats) == (1, 1)
+    # Undoing it on the page restores the subscription the archived message ended.
+    await FeedbackStore(pool).set_preference(
+        "email", "u1@example.com", "marketing", opted_out=False
+    )
+    assert await pool.fetchval(status) == "active"
