@@ -53,8 +53,8 @@ SELECT pg_relation_size('outbox.message') AS heap,
        (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'outbox.message'::regclass)
            AS dead_rows,
        coalesce((SELECT sum(pg_total_relation_size(i.inhrelid))
-                   FROM pg_inherits i WHERE i.inhparent = 'outbox.message_archive'::regclass), 0)
-           AS archive_total,
+                   FROM pg_inherits i WHERE i.inhparent = 'outbox.message_archive'::regclass),
+                0)::bigint AS archive_total,
        pg_total_relation_size('outbox.message_key') AS keys_total
 """
 

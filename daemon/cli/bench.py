@@ -152,6 +152,15 @@ def register(commands: Any) -> None:
         action="store_true",
         help="--retention: leave out the row-by-row purge comparison",
     )
+    parser.add_argument(
+        "--pgbouncer",
+        metavar="HOST:PORT",
+        help="measure instead the drain straight to PostgreSQL against one through this "
+        "PgBouncer (transaction mode, routing every database name), alternating",
+    )
+    parser.add_argument(
+        "--pool-rounds", type=positive_int, default=2, help="--pgbouncer: drains of each (2)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
 
@@ -164,6 +173,15 @@ def _share(text: str) -> float:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.pgbouncer:
+        import asyncio
+        import json
+
+        from daemon.bench import pooling
+
+        result = asyncio.run(pooling.run(settings, args))
+        print(json.dumps(result, indent=2) if args.json else pooling.format_result(result))
+        return 0
     if args.retention:
         from daemon.bench import retention
 
