@@ -119,16 +119,37 @@ async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
     """
 
 
+#: Behind a transaction pooler each transaction may run on another server session: start-up
+#: settings are refused (PgBouncer: "unsupported startup parameter") and would not follow
+#: the client anyway; set statement_timeout and idle_in_transaction_session_timeout on the
+#: role instead (docs/SCALING.md).
+POOLED_SERVER_SETTINGS = {"application_name": "outboxd"}
+
+
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    transaction_pooling: bool = False,
+    **kwargs: Any,
 ) -> asyncpg.Pool:
-    """A pool whose connections are recycled after errors; raises DatabaseError on failure."""
+    """A pool whose connections are recycled after errors; raises DatabaseError on failure.
+
+    With ``transaction_pooling`` (PgBouncer in transaction mode) no named prepared
+    statement is kept: asyncpg then sends each statement as an unnamed Parse, Describe
+    and Flush followed by Bind, Execute and Sync, which the pooler keeps on one server
+    session. Unnamed statements are planned for their parameters each time, as
+    ``plan_cache_mode=force_custom_plan`` asks for in session mode.
+    """
+    if transaction_pooling:
+        kwargs.setdefault("statement_cache_size", 0)
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            server_settings=SERVER_SETTINGS,
+            server_settings=POOLED_SERVER_SETTINGS if transaction_pooling else SERVER_SETTINGS,
             max_inactive_connection_lifetime=300,
             command_timeout=60,
             reset=_nothing_to_reset,
@@ -148,16 +169,46 @@ async def schema_status(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int | 
     return (max(applied) if applied else None), migrations.latest_version()
 
 
-async def ensure_schema(pool: asyncpg.Pool, *, migrate: bool) -> None:
-    """Apply pending migrations, or check there are none; raise SchemaError otherwise."""
+async def apply_migrations(
+    pool: asyncpg.Pool, *, direct_dsn: str | None = None, transaction_pooling: bool = False
+) -> list[migrations.Migration]:
+    """Apply pending migrations; returns those applied by this call.
+
+    Migrations hold a session advisory lock across several transactions, which a
+    transaction pooler would leave on whichever server session took it: behind one they run
+    on ``direct_dsn`` (a connection of their own to PostgreSQL), or else all in one
+    transaction under a transaction-scoped lock, which the pooler keeps on one server
+    session.
+    """
+    if direct_dsn is not None:
+        try:
+            conn = await asyncpg.connect(direct_dsn, timeout=10)
+        except DRIVER_ERRORS as exc:
+            raise errors.DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            return await migrations.migrate(conn)
+        finally:
+            await conn.close()
     async with pool.acquire() as conn:
-        if migrate:
-            applied = await migrations.migrate(conn)
-            for m in applied:
-                logger.info(
-                    "applied migration %04d_%s", m.version, m.name, extra={"action": "migrate"}
-                )
-            return
+        return await migrations.migrate(conn, one_transaction=transaction_pooling)
+
+
+async def ensure_schema(
+    pool: asyncpg.Pool,
+    *,
+    migrate: bool,
+    direct_dsn: str | None = None,
+    transaction_pooling: bool = False,
+) -> None:
+    """Apply pending migrations, or check there are none; raise SchemaError otherwise."""
+    if migrate:
+        applied = await apply_migrations(
+            pool, direct_dsn=direct_dsn, transaction_pooling=transaction_pooling
+        )
+        for m in applied:
+            logger.info("applied migration %04d_%s", m.version, m.name, extra={"action": "migrate"})
+        return
+    async with pool.acquire() as conn:
         current, expected = await schema_status(conn)
     if current != expected:
         raise errors.SchemaError(

@@ -120,7 +120,8 @@ class Daemon:
             stopping=self.stopping,
             heartbeat_age=self.heartbeat_age,
             paused=lambda: self.paused,
-            dsn=self.dsn,
+            dsn=self.settings.listen_dsn(self.dsn),
+            listen=self.settings.listen_dsn(self.dsn) is not None,
         )
 
     def _on_paused(self, channel: str, reason: str) -> None:
@@ -175,9 +176,20 @@ class Daemon:
         """Run until :meth:`request_stop` (or, with ``until_empty``, until drained)."""
         settings = self.settings
         async with AsyncExitStack() as stack:
-            pool = await db.create_pool(self.dsn, min_size=2, max_size=8)
+            pool = await db.create_pool(
+                self.dsn,
+                min_size=2,
+                max_size=8,
+                transaction_pooling=settings.transaction_pooling,
+            )
             stack.push_async_callback(pool.close)
-            await db.ensure_schema(pool, migrate=settings.migrate_on_start)
+            listen_dsn = settings.listen_dsn(self.dsn)
+            await db.ensure_schema(
+                pool,
+                migrate=settings.migrate_on_start,
+                direct_dsn=settings.direct_dsn,
+                transaction_pooling=settings.transaction_pooling,
+            )
             self.store = store = Store(pool)
             await self.brands.load(pool)
             if await PeopleStore(pool).write_settings(hourly_cap=settings.people.hourly_cap):
@@ -241,9 +253,16 @@ class Daemon:
                 store, settings.worker, gauges=settings.http.enabled and not until_empty
             )
             reaper.on_reaped.append(self._rescan_all)
-            self.listener = listener = WakeupListener(self.dsn, self._wake_all)
+            self.listener = listener = WakeupListener(listen_dsn, self._wake_all)
             holds = Holds(pool, self.lanes, settings.console.holds_interval)
             await holds.refresh()  # a channel paused by an operator claims nothing from the start
+            if listen_dsn is None:
+                logger.warning(
+                    "behind a transaction pooler without OUTBOXD_DATABASE__LISTEN_URL: new "
+                    "messages are found by polling every %gs, and in-app live streams are off",
+                    settings.worker.poll_interval,
+                    extra={"action": "listen"},
+                )
 
             if settings.http.enabled and not until_empty:
                 ports = await http_app.start(stack, self._service_state(store))
@@ -270,7 +289,7 @@ class Daemon:
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
                         "brands": self.brands.run,
-                        **hook_loops.build(pool, settings, dsn=self.dsn, worker_id=self.worker_id),
+                        **hook_loops.build(pool, settings, dsn=listen_dsn, worker_id=self.worker_id),
                     }
                     for name, loop in side_loops.items():
                         group.create_task(loop(self.stopping), name=name)

@@ -225,9 +225,24 @@ SELECT b.id, i.id IS NOT NULL AS created
 # In a statement of its own, so it sees the rows inserted just before (an idempotency key
 # repeated within the batch) and those a concurrent enqueue committed meanwhile.
 _EXISTING_IDS = """
-SELECT b.ord, m.id
-  FROM outbox_enqueue_batch b JOIN outbox.message m ON m.idempotency_key = b.idempotency_key
- WHERE b.ord = ANY($1::bigint[])
+SELECT b.ord, coalesce(m.id, k.message_id)
+  FROM outbox_enqueue_batch b
+  LEFT JOIN outbox.message m ON m.idempotency_key = b.idempotency_key
+  LEFT JOIN outbox.message_key k ON k.idempotency_key = b.idempotency_key
+ WHERE b.ord = ANY($1::bigint[]) AND (m.id IS NOT NULL OR k.message_id IS NOT NULL)
+"""
+# Keys of messages already moved to the archive (migration 0016): the rows just inserted
+# with them are taken back and the archived ids returned. After the insert, as in
+# outbox.enqueue_result, so that a move under way is seen once it commits.
+_ARCHIVED_KEYS = """
+WITH taken_back AS (
+    DELETE FROM outbox.message m
+     USING outbox_enqueue_batch b, outbox.message_key k
+     WHERE b.ord = ANY($1::bigint[]) AND m.id = b.id
+       AND k.idempotency_key = b.idempotency_key
+    RETURNING b.ord, k.message_id
+)
+SELECT ord, message_id FROM taken_back
 """
 
 
@@ -242,7 +257,8 @@ async def enqueue_many(conn: asyncpg.Connection, messages: Iterable[NewMessage])
     """
     require_connection(conn)
     records = []
-    for position, message in enumerate(messages):
+    messages_list = list(messages)
+    for position, message in enumerate(messages_list):
         if not isinstance(message, NewMessage):
             raise TypeError(
                 f"enqueue_many expects NewMessage items, got {type(message).__name__} "
@@ -258,6 +274,14 @@ async def enqueue_many(conn: asyncpg.Connection, messages: Iterable[NewMessage])
         )
         rows = await conn.fetch(_INSERT_FROM_STAGING)
         results = [Enqueued(row[0], row[1]) for row in rows]
+        keyed = [
+            position
+            for position, (result, message) in enumerate(zip(results, messages_list, strict=True))
+            if result.created and message.idempotency_key is not None
+        ]
+        if keyed:
+            for row in await conn.fetch(_ARCHIVED_KEYS, keyed):
+                results[row[0]] = Enqueued(row[1], False)
         known = [position for position, result in enumerate(results) if not result.created]
         if known:
             for row in await conn.fetch(_EXISTING_IDS, known):

@@ -72,22 +72,35 @@ async def pending(conn: asyncpg.Connection) -> list[Migration]:
     return [m for m in available() if m.version not in done]
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply every pending migration; returns those applied by this call."""
+async def migrate(conn: asyncpg.Connection, *, one_transaction: bool = False) -> list[Migration]:
+    """Apply every pending migration; returns those applied by this call.
+
+    With ``one_transaction`` everything runs in one transaction under a transaction-scoped
+    lock, for connections through a transaction pooler (PgBouncer), where a session lock
+    would stay behind on whichever server session took it.
+    """
+    if one_transaction:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            return await _apply(conn)
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
-        async with conn.transaction():
-            await conn.execute(_BOOKKEEPING)
-        applied = []
-        for migration in await pending(conn):
-            async with conn.transaction():
-                await conn.execute(migration.sql())
-                await conn.execute(
-                    "INSERT INTO outbox.schema_migration (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
-            applied.append(migration)
-        return applied
+        return await _apply(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _apply(conn: asyncpg.Connection) -> list[Migration]:
+    async with conn.transaction():
+        await conn.execute(_BOOKKEEPING)
+    applied = []
+    for migration in await pending(conn):
+        async with conn.transaction():
+            await conn.execute(migration.sql())
+            await conn.execute(
+                "INSERT INTO outbox.schema_migration (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
+            )
+        applied.append(migration)
+    return applied

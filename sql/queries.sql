@@ -230,6 +230,24 @@ WITH doomed AS (
 )
 DELETE FROM outbox.message WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 
+-- archive_messages(finished_before_seconds, limit) --
+-- Moves finished messages into outbox.message_archive, one batch per call (migration 0016).
+SELECT outbox.archive_messages(make_interval(secs => $1), $2)
+
+-- archive_drop_partitions(older_than_seconds) --
+-- Drops the archive's month partitions that ended longer ago than the retention.
+SELECT name FROM outbox.archive_drop_before(now() - make_interval(secs => $1)) AS name
+
+-- purge_message_keys(older_than_seconds, limit) --
+-- Forgets idempotency keys of messages archived longer ago than the idempotency horizon.
+WITH doomed AS (
+    SELECT idempotency_key FROM outbox.message_key
+     WHERE archived_at < now() - make_interval(secs => $1)
+     LIMIT $2
+)
+DELETE FROM outbox.message_key
+ WHERE idempotency_key = ANY(ARRAY(SELECT idempotency_key FROM doomed))
+
 -- purge_events(older_than_seconds, limit) --
 WITH doomed AS (
     SELECT id FROM outbox.event
@@ -332,13 +350,15 @@ SELECT channel, template, locale, min(id) AS sample_id, count(*) AS n
  LIMIT $1
 
 -- message_by_id(id) --
-SELECT * FROM outbox.message WHERE id = $1
+SELECT * FROM outbox.message_all WHERE id = $1
 
 -- statuses_of(ids) --
-SELECT id, status FROM outbox.message WHERE id = ANY($1::bigint[])
+SELECT id, status FROM outbox.message_all WHERE id = ANY($1::bigint[])
 
 -- feedback_rates(window_seconds) --
--- Bounce and complaint rates over messages sent in the window, per channel.
+-- Bounce and complaint rates over messages sent in the window, per channel. The hot table
+-- only: finished rows stay there for the archive delay (a day by default, the window of
+-- `outboxd stats`), and the archive has no index on sent_at.
 SELECT channel,
        count(*) AS sent,
        count(*) FILTER (WHERE status = 'bounced') AS bounced,
@@ -403,7 +423,7 @@ RETURNING factor
 INSERT INTO outbox.event
     (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at)
 SELECT (SELECT m.id
-          FROM outbox.message m
+          FROM outbox.message_all m
          WHERE m.provider_message_id = $5
            AND ($6::text IS NULL
                 OR outbox.normalize_recipient(m.channel, m.recipient)
@@ -416,12 +436,23 @@ RETURNING id, message_id
 
 -- advance_status(message_id, status) --
 -- Feedback moves a message forward only: sent -> delivered -> bounced -> complained.
-UPDATE outbox.message
-   SET status = $2, updated_at = now()
- WHERE id = $1
-   AND array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], status)
-       < array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], $2::text)
-RETURNING id
+-- Late feedback (a bounce days after the send) finds its message in the archive.
+WITH live AS (
+    UPDATE outbox.message
+       SET status = $2, updated_at = now()
+     WHERE id = $1
+       AND array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], status)
+           < array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], $2::text)
+    RETURNING id
+), archived AS (
+    UPDATE outbox.message_archive
+       SET status = $2, updated_at = now()
+     WHERE id = $1
+       AND array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], status)
+           < array_position(ARRAY['sent', 'delivered', 'bounced', 'complained'], $2::text)
+    RETURNING id
+)
+SELECT id FROM live UNION ALL SELECT id FROM archived
 
 -- suppress(channel, recipient, reason, detail) --
 INSERT INTO outbox.suppression (channel, recipient, reason, detail)
@@ -812,7 +843,7 @@ SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('outbox.message', 
 
 -- campaign_progress(campaign_id) --
 SELECT status, count(*) AS n
-  FROM outbox.message
+  FROM outbox.message_all
  WHERE campaign_id = $1
  GROUP BY status
 
@@ -839,7 +870,7 @@ SELECT outbox.confirm_subscription($1, $2)
 -- and link (clicks); nothing for a message that no longer exists.
 INSERT INTO outbox.event (message_id, source, source_id, event_type, recipient, payload, occurred_at)
 SELECT m.id, 'tracking', $3, $2, outbox.normalize_recipient(m.channel, m.recipient), $4::jsonb, now()
-  FROM outbox.message m
+  FROM outbox.message_all m
  WHERE m.id = $1
 ON CONFLICT (source, source_id, event_type) DO NOTHING
 RETURNING id

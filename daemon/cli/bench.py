@@ -146,6 +146,30 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--webhook-rounds", type=positive_int, default=3, help="drains of each side (3)"
+        "--retention",
+        action="store_true",
+        help="measure instead what --sends sends and a purge leave behind (table and index "
+        "sizes, claim rate) against a fresh database, archive and row-by-row purge side by side",
+    )
+    parser.add_argument(
+        "--sends", type=positive_int, default=10_000_000, help="sends for --retention (10M)"
+    )
+    parser.add_argument(
+        "--claim-rows", type=positive_int, default=100_000, help="claim floor rows (100,000)"
+    )
+    parser.add_argument(
+        "--no-delete",
+        action="store_true",
+        help="--retention: leave out the row-by-row purge comparison",
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        metavar="HOST:PORT",
+        help="measure instead the drain straight to PostgreSQL against one through this "
+        "PgBouncer (transaction mode, routing every database name), alternating",
+    )
+    parser.add_argument(
+        "--pool-rounds", type=positive_int, default=2, help="--pgbouncer: drains of each (2)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_bench)
@@ -159,6 +183,19 @@ def _share(text: str) -> float:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.pgbouncer:
+        import asyncio
+        import json
+
+        from daemon.bench import pooling
+
+        result = asyncio.run(pooling.run(settings, args))
+        print(json.dumps(result, indent=2) if args.json else pooling.format_result(result))
+        return 0
+    if args.retention:
+        from daemon.bench import retention
+
+        return retention.print_run(settings, args)
     from daemon.bench import main as bench
 
     return bench.run(settings, args)

@@ -68,7 +68,13 @@ async def run(settings: Settings, out: TextIO = sys.stdout) -> int:
 
     async def connect() -> str:
         nonlocal pool
-        pool = await db.create_pool(dsn, min_size=1, max_size=2, timeout=_TIMEOUT)
+        pool = await db.create_pool(
+            dsn,
+            min_size=1,
+            max_size=2,
+            timeout=_TIMEOUT,
+            transaction_pooling=settings.transaction_pooling,
+        )
         version = await pool.fetchval("SHOW server_version")
         return f"PostgreSQL {version}" + (" (embedded)" if embedded else "")
 

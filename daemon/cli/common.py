@@ -84,7 +84,9 @@ def with_pool(
     dsn, _ = db.resolve_dsn(settings)
 
     async def runner() -> int:
-        pool = await db.create_pool(dsn, min_size=1, max_size=2)
+        pool = await db.create_pool(
+            dsn, min_size=1, max_size=2, transaction_pooling=settings.transaction_pooling
+        )
         try:
             if check_schema:
                 await db.ensure_schema(pool, migrate=False)

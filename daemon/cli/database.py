@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from daemon import db
 from daemon.cli.common import with_pool
 from daemon.settings import Settings
 
@@ -20,8 +21,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from outbox import migrations
 
     async def work(pool: asyncpg.Pool) -> int:
-        async with pool.acquire() as conn:
-            applied = await migrations.migrate(conn)
+        applied = await db.apply_migrations(
+            pool,
+            direct_dsn=settings.direct_dsn,
+            transaction_pooling=settings.transaction_pooling,
+        )
         for m in applied:
             print(f"applied {m.version:04d}_{m.name}")
         print(f"schema is at version {migrations.latest_version()}")

@@ -22,7 +22,6 @@ from daemon.settings import Settings
 from outbox import errors
 
 _REQUEUEABLE = ("failed", "expired", "cancelled", "suppressed")
-_PURGE_BATCH = 1000
 
 
 def register(commands: Any) -> None:
@@ -67,7 +66,7 @@ def register(commands: Any) -> None:
     )
     requeue.set_defaults(handler=cmd_requeue)
 
-    purge = commands.add_parser("purge", help="delete finished messages older than DAYS")
+    purge = commands.add_parser("purge", help="purge finished messages older than DAYS")
     purge.add_argument(
         "--older-than",
         type=positive_number,
@@ -157,17 +156,18 @@ def cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
-    from outbox.store import Store
+    from daemon.delivery.retention import Retention
 
     async def work(pool: asyncpg.Pool) -> int:
-        store = Store(pool)
-        messages = events = 0
-        while True:
-            m, e = await store.purge(args.older_than * 86400, _PURGE_BATCH)
-            messages, events = messages + m, events + e
-            if m < _PURGE_BATCH and e < _PURGE_BATCH:
-                break
-        print(f"purged {messages} message(s) and {events} event(s)")
+        result = await Retention(pool).purge(
+            args.older_than * 86400, idempotency_seconds=settings.worker.idempotency_days * 86400
+        )
+        print(f"purged {result.messages} message(s) and {result.events} event(s)")
+        if result.partitions:
+            print(
+                f"dropped {len(result.partitions)} archive partition(s): "
+                + ", ".join(result.partitions)
+            )
         return 0
 
     return with_pool(settings, work)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from daemon import metrics
+from daemon.delivery.retention import Retention
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.store import Store
@@ -25,6 +26,7 @@ class Reaper:
     def __init__(self, store: Store, worker: WorkerSettings, *, gauges: bool = True) -> None:
         self.store = store
         self.worker = worker
+        self.retention = Retention(store.pool)
         #: Whether to refresh the queue gauges: only a process serving /metrics shows them.
         self.gauges = gauges
         self._stopping = asyncio.Event()
@@ -51,6 +53,8 @@ class Reaper:
     async def sweep(self) -> int:
         """One pass; returns how many leases were reaped."""
         reaped = await self.reap_leases()
+        if self.worker.archive_after_hours is not None:
+            await self.archive(self.worker.archive_after_hours * 3600)
         if self.worker.retention_days is not None:
             await self.purge(self.worker.retention_days * 86400)
         if self.gauges and time.monotonic() - self._gauges_at >= _GAUGE_INTERVAL_SECONDS:
@@ -75,25 +79,41 @@ class Reaper:
                 callback()
         return total
 
-    async def purge(self, older_than_seconds: float) -> tuple[int, int]:
-        """Delete finished rows (and read or archived in-app items) in small batches,
-        yielding between them."""
-        messages = events = items = 0
+    async def archive(self, finished_before_seconds: float) -> int:
+        """Move messages finished before the archive delay out of the hot table."""
+        moved = await self.retention.archive(finished_before_seconds, stopping=self._stopping)
+        forgotten = 0
         while not self._stopping.is_set():
-            m, e = await self.store.purge(older_than_seconds, _PURGE_BATCH)
+            n = await self.retention.forget_keys(self.worker.idempotency_days * 86400)
+            forgotten += n
+            if n < _PURGE_BATCH:
+                break
+        if moved or forgotten:
+            logger.info(
+                "archived %d finished messages; forgot %d idempotency keys past the horizon",
+                moved, forgotten, extra={"action": "archive", "count": moved},
+            )  # fmt: skip
+        return moved
+
+    async def purge(self, older_than_seconds: float) -> tuple[int, int]:
+        """Drop archive partitions past the retention, delete finished rows still in the hot
+        table and read or archived in-app items in small batches, yielding between them."""
+        result = await self.retention.purge(older_than_seconds, stopping=self._stopping)
+        items = 0
+        while not self._stopping.is_set():
             i = await self.store.purge_inbox(older_than_seconds, _PURGE_BATCH)
-            messages += m
-            events += e
             items += i
-            if m < _PURGE_BATCH and e < _PURGE_BATCH and i < _PURGE_BATCH:
+            if i < _PURGE_BATCH:
                 break
             await asyncio.sleep(0.05)
-        if messages or events or items:
+        if result.messages or result.events or items or result.partitions:
             logger.info(
-                "purged %d messages, %d events and %d read or archived in-app items",
-                messages, events, items, extra={"action": "purge"},
+                "purged %d messages, %d events and %d read or archived in-app items; "
+                "dropped archive partitions: %s",
+                result.messages, result.events, items, ", ".join(result.partitions) or "none",
+                extra={"action": "purge"},
             )  # fmt: skip
-        return messages, events
+        return result.messages, result.events
 
     async def refresh_gauges(self) -> None:
         self._gauges_at = time.monotonic()

@@ -22,7 +22,11 @@ class WakeupListener:
     """Wakes the lanes when new messages are committed (NOTIFY outbox_message, or the
     given ``channel``)."""
 
-    def __init__(self, dsn: str, on_notify: Callable[[], None], *, channel: str = CHANNEL) -> None:
+    def __init__(
+        self, dsn: str | None, on_notify: Callable[[], None], *, channel: str = CHANNEL
+    ) -> None:
+        #: None behind a transaction pooler without a direct DSN: nothing to listen on,
+        #: the lanes poll.
         self.dsn = dsn
         self.on_notify = on_notify
         self.channel = channel
@@ -36,6 +40,9 @@ class WakeupListener:
         self.on_notify()
 
     async def run(self) -> None:
+        if self.dsn is None:
+            await self._stopping.wait()
+            return
         failures = 0
         while not self._stopping.is_set():
             conn: asyncpg.Connection | None = None

@@ -17,8 +17,13 @@ from daemon.settings import Settings
 CHANNEL = "outbox_webhook"
 
 
-def build(pool: asyncpg.Pool, settings: Settings, *, dsn: str, worker_id: str) -> dict[str, Loop]:
-    """The loops by task name: none when OUTBOXD_HOOKS__ENABLED is false."""
+def build(
+    pool: asyncpg.Pool, settings: Settings, *, dsn: str | None, worker_id: str
+) -> dict[str, Loop]:
+    """The loops by task name: none when OUTBOXD_HOOKS__ENABLED is false.
+
+    ``dsn`` is the direct connection to LISTEN on; None (behind a transaction pooler) polls.
+    """
     if not settings.hooks.enabled:
         return {}
     lane = HookLane(

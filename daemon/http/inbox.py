@@ -175,6 +175,10 @@ def setup(app: web.Application, state: ServiceState) -> None:
     app[inbox_stream.HUB] = hub
 
     async def run_hub(_app: web.Application) -> AsyncIterator[None]:
+        if not state.listen:
+            # LISTEN through a transaction pooler would miss signals: streams are refused.
+            yield
+            return
         task = asyncio.create_task(hub.run(), name="inbox-hub")
         task.add_done_callback(_report_death)
         yield

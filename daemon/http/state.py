@@ -30,3 +30,5 @@ class ServiceState:
     paused: Callable[[], Mapping[str, str]]
     #: The database DSN, for connections of their own (the inbox's LISTEN); None: use the pool.
     dsn: str | None = None
+    #: False behind a transaction pooler without a direct LISTEN DSN: no live streams.
+    listen: bool = True

@@ -333,6 +333,43 @@ def _origin(value: str) -> str:
     return origin
 
 
+class PoolMode(enum.StrEnum):
+    SESSION = "session"
+    TRANSACTION = "transaction"
+
+
+class DatabaseSettings(_Section):
+    """How outboxd talks to PostgreSQL (the DSN itself is OUTBOXD_DATABASE_URL)."""
+
+    pool_mode: PoolMode = Field(
+        PoolMode.SESSION,
+        description=(
+            "`session`: OUTBOXD_DATABASE_URL is PostgreSQL itself (or a session pooler). "
+            "`transaction`: it is a transaction pooler such as PgBouncer in pool_mode="
+            "transaction: no prepared statements are kept, no settings are sent at connect "
+            "(set statement_timeout on the role), and LISTEN goes to LISTEN_URL."
+        ),
+    )
+    listen_url: SecretStr | None = Field(
+        None,
+        description=(
+            "A direct PostgreSQL DSN for LISTEN (new-message wake-ups, in-app streams) and "
+            "for migrations. Unset: OUTBOXD_DATABASE_URL in session mode; in transaction "
+            "mode the claim loops poll every OUTBOXD_WORKER__POLL_INTERVAL and in-app live "
+            "streams are unavailable."
+        ),
+    )
+
+    @field_validator("listen_url")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
 class WorkerSettings(_Section):
     concurrency: int = Field(
         256,
@@ -364,6 +401,22 @@ class WorkerSettings(_Section):
     )
     retention_days: float | None = Field(
         None, gt=0, description="Purge finished messages older than this; unset = keep."
+    )
+    archive_after_hours: float | None = Field(
+        24.0,
+        ge=0,
+        description=(
+            "Move messages finished longer ago than this out of outbox.message into the "
+            "monthly outbox.message_archive (see outbox.message_all); unset = never."
+        ),
+    )
+    idempotency_days: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "How long an archived message's idempotency key still refuses a second enqueue "
+            "(kept even after its archive partition is dropped)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from daemon.settings.sections import (
     ENV_PREFIX,
     LOCAL_SEND_TIMEOUT,
     AwsSettings,
+    DatabaseSettings,
     EmailSettings,
     FeedbackSettings,
     FileSettings,
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     inbox: InboxSettings = InboxSettings()
     worker: WorkerSettings = WorkerSettings()
+    database: DatabaseSettings = DatabaseSettings()
     people: PeopleSettings = PeopleSettings()
     campaigns: CampaignSettings = CampaignSettings()
     tracking: TrackingSettings = TrackingSettings()
@@ -135,6 +137,24 @@ class Settings(BaseSettings):
         if provider in ("ses", "sns"):
             return f"{ENV_PREFIX}AWS__TIMEOUT"
         return f"the {provider} provider's {LOCAL_SEND_TIMEOUT:g}s"
+
+    @property
+    def transaction_pooling(self) -> bool:
+        """Whether OUTBOXD_DATABASE_URL is a transaction pooler (PgBouncer)."""
+        return self.database.pool_mode == "transaction"
+
+    @property
+    def direct_dsn(self) -> str | None:
+        """OUTBOXD_DATABASE__LISTEN_URL, if set."""
+        url = self.database.listen_url
+        return None if url is None else url.get_secret_value()
+
+    def listen_dsn(self, dsn: str) -> str | None:
+        """Where LISTEN (and migrations) connect: OUTBOXD_DATABASE__LISTEN_URL, else ``dsn``
+        unless that is a transaction pooler (None: poll instead)."""
+        if self.database.listen_url is not None:
+            return self.database.listen_url.get_secret_value()
+        return None if self.transaction_pooling else dsn
 
     @property
     def templates_path(self) -> Path:
