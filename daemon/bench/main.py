@@ -52,6 +52,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"outboxd bench: {result['messages']} messages, provider {result['provider']}"]
+    if "smtp_sink" in result:
+        lines[0] += f" ({result['smtp_sink']} sink)"
 
     def line(label: str, value: str, phase: dict[str, Any] | None = None) -> None:
         cpu = (phase or {}).get("cpu_us")
@@ -134,7 +136,8 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
     with contextlib.ExitStack() as stack:
         port = None
         if args.provider == "smtp":
-            port = stack.enter_context(support.smtp_sink())
+            result["smtp_sink"] = getattr(args, "smtp_sink", "minimal")
+            port = stack.enter_context(support.smtp_sink(result["smtp_sink"]))
         elif args.provider == "ses":
             port = stack.enter_context(support.fake_ses())
             support.fake_credentials()

@@ -21,7 +21,14 @@ def register(commands: Any) -> None:
         "--provider",
         choices=("null", "smtp", "ses"),
         default="null",
-        help="null; smtp to an aiosmtpd sink; ses to a fast local fake SES endpoint",
+        help="null; smtp to a sink (--smtp-sink); ses to a fast local fake SES endpoint",
+    )
+    parser.add_argument(
+        "--smtp-sink",
+        choices=("minimal", "postfix", "aiosmtpd"),
+        default="minimal",
+        help="the SMTP server of --provider smtp: minimal (parses almost nothing), Postfix's "
+        "smtp-sink (when installed) or aiosmtpd",
     )
     parser.add_argument(
         "--processes", type=positive_int, default=1, help="drain with `outboxd run --processes N`"
