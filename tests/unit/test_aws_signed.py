@@ -55,3 +55,40 @@ def test_text_only_without_headers() -> None:
     provider = SesProvider(AwsSettings(), SesSettings(), sender="n@acme.example")
     params = provider.request(MESSAGE, Rendered(subject="s", text="t"))
     assert aws_signed.body(params) == _botocore_body(params)
+
+
+@pytest.mark.parametrize(
+    ("url", "token"),
+    [
+        ("https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails", "session-token"),
+        ("https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails", None),
+        ("http://127.0.0.1:4566/v2/email/outbound-emails", None),
+        ("https://example.com:443/a%20b/c~d", "t"),
+    ],
+)
+def test_the_signature_is_botocores(url: str, token: str | None) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import ReadOnlyCredentials
+
+    credentials = ReadOnlyCredentials(
+        "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token
+    )
+    payload = aws_signed.body({"FromEmailAddress": "a@b.example", "Data": "é"})
+    signer = aws_signed.Signer(url, "ses", "eu-west-1")
+    for now in (1767225600.0, 1767225600.0 + 86400 * 3 + 7):  # the day's key, then another
+        ours = signer.headers(payload, credentials, now)
+        theirs = AWSRequest("POST", url, data=payload, headers={"Content-Type": "application/json"})
+        theirs.context["timestamp"] = ours["x-amz-date"]
+        theirs.headers["X-Amz-Date"] = ours["x-amz-date"]
+        if token:
+            theirs.headers["X-Amz-Security-Token"] = token
+        auth = SigV4Auth(credentials, "ses", "eu-west-1")
+        signature = auth.signature(
+            auth.string_to_sign(theirs, auth.canonical_request(theirs)), theirs
+        )
+        assert ours["Authorization"].endswith(f"Signature={signature}")
+        assert (
+            f"SignedHeaders={auth.signed_headers(auth.headers_to_sign(theirs))},"
+            in ours["Authorization"]
+        )
