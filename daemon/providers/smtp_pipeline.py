@@ -16,7 +16,8 @@ control character still refuses them), and the message is the CRLF MIME of
 lane's send deadline bounds the whole send.
 
 Failures raise aiosmtplib's own exceptions, exactly as ``sendmail`` does, so that the
-provider classifies them alike; after a refusal the envelope is reset (RSET).
+provider classifies them alike (and discards the connection); after a refusal the
+envelope is reset (RSET).
 """
 
 from __future__ import annotations
@@ -166,9 +167,6 @@ async def send(client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
             await _reset(transport, replies)
             raise aiosmtplib.SMTPDataError(done.code, done.message)
         return done.message
-    except aiosmtplib.SMTPServerDisconnected:
-        client.close()
-        raise
     finally:
         if not transport.is_closing():
             transport.set_protocol(inner)
