@@ -33,6 +33,13 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--processes", type=positive_int, default=1, help="drain with `outboxd run --processes N`"
     )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="floor (SES: bare aioboto3 loop) and drain alternated this many times; the "
+        "median ratio is reported",
+    )
     parser.add_argument("--concurrency", type=positive_int, default=None, help="sends in flight")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="rows per claim")
     parser.add_argument(
