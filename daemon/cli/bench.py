@@ -21,10 +21,24 @@ def register(commands: Any) -> None:
         "--provider",
         choices=("null", "smtp", "ses"),
         default="null",
-        help="null; smtp to an aiosmtpd sink; ses to a fast local fake SES endpoint",
+        help="null; smtp to a sink (--smtp-sink); ses to a fast local fake SES endpoint",
+    )
+    parser.add_argument(
+        "--smtp-sink",
+        choices=("minimal", "postfix", "aiosmtpd"),
+        default="minimal",
+        help="the SMTP server of --provider smtp: minimal (parses almost nothing), Postfix's "
+        "smtp-sink (when installed) or aiosmtpd",
     )
     parser.add_argument(
         "--processes", type=positive_int, default=1, help="drain with `outboxd run --processes N`"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="floor (SES: bare aioboto3 loop) and drain alternated this many times; the "
+        "median ratio is reported",
     )
     parser.add_argument("--concurrency", type=positive_int, default=None, help="sends in flight")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="rows per claim")

@@ -23,6 +23,7 @@ from typing import Any
 
 import jinja2
 import jinja2.exceptions
+import jinja2.runtime
 import jinja2.sandbox
 
 from daemon.settings import Settings
@@ -55,9 +56,17 @@ def _one_line(template: str, subject: str) -> str:
     return subject
 
 
+#: What _tidy_text would change inside a stripped text: a line boundary other than \n
+#: (those of str.splitlines), or white space ending a line.
+_UNTIDY = re.compile(r"[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]|[^\S\n]\n")
+
+
 def _tidy_text(text: str) -> str:
     """Strip the ends and trailing spaces of lines; line breaks become \n."""
-    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+    text = text.strip()
+    if _UNTIDY.search(text) is None:  # the usual case: nothing to split and join
+        return text
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def valid_locale(locale: str) -> bool:
@@ -95,7 +104,28 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     - ``brand.name`` on a dict: Jinja tries the attribute first and takes the key after the
       AttributeError. For a name that is not a dict attribute the answer is always the
       key, so it is looked up directly (10 exceptions fewer per ``welcome``).
+    - A template found once is found again from a plain dict: ``{% extends %}`` and
+      ``{% include %}`` look their template up on every render, through a locked LRU
+      cache keyed by a new weak reference each time (``auto_reload`` is off, so the LRU
+      would return the same template anyway).
+    - Contexts (one per part and per include) copy the set of global names once per
+      template instead of on every render (:class:`_Context`).
     """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.context_class = _Context
+        self._found: dict[str, jinja2.Template] = {}
+
+    def _load_template(
+        self, name: str, globals: MutableMapping[str, Any] | None
+    ) -> jinja2.Template:
+        if globals:  # Jinja adds them to the template: not ours to cache
+            return super()._load_template(name, globals)
+        found = self._found.get(name)
+        if found is None:
+            found = self._found[name] = super()._load_template(name, globals)
+        return found
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         return {**self.globals, **(d or {})}
@@ -107,6 +137,39 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+
+#: The global names of each template's (flat, never changed) globals dict, by its id; the
+#: dict is kept beside them, so that its id is never reused for another one.
+_GLOBAL_NAMES: dict[int, tuple[MutableMapping[str, Any], frozenset[str]]] = {}
+
+
+class _Context(jinja2.runtime.Context):
+    """Jinja's context, whose ``globals_keys`` (read only by Jinja) is shared per globals
+    dict instead of copied into a new set for every part and include rendered."""
+
+    def __init__(
+        self,
+        environment: jinja2.Environment,
+        parent: dict[str, Any],
+        name: str | None,
+        blocks: dict[str, Any],
+        globals: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        self.parent = parent
+        self.vars = {}
+        self.environment = environment
+        self.eval_ctx = jinja2.nodes.EvalContext(environment, name)
+        self.exported_vars = set()
+        self.name = name
+        self.blocks = {k: [v] for k, v in blocks.items()}
+        if globals is None:
+            self.globals_keys = set()
+            return
+        known = _GLOBAL_NAMES.get(id(globals))
+        if known is None or known[0] is not globals:
+            known = _GLOBAL_NAMES[id(globals)] = (globals, frozenset(globals))
+        self.globals_keys = known[1]  # type: ignore[assignment]
 
 
 class _BundledFallback(jinja2.BaseLoader):
@@ -245,7 +308,10 @@ class Renderer:
     @staticmethod
     def _run(template: str, part: str, compiled: jinja2.Template, variables: dict[str, Any]) -> str:
         try:
-            return compiled.render(variables)
+            # What Template.render does, without its copy of ``variables`` (new_context
+            # copies them again) and without rewriting the traceback of an error, which
+            # is reported by its message alone.
+            return "".join(compiled.root_render_func(compiled.new_context(variables)))
         except Exception as exc:  # a filter or a value may raise anything
             where = f"template {template!r} ({(compiled.name or part).rsplit('/', 1)[-1]})"
             if isinstance(exc, jinja2.UndefinedError):

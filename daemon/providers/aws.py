@@ -82,7 +82,9 @@ def classify(exc: BaseException, service: str) -> errors.OutboxError:
     return errors.TransientError(f"{service} unexpected {type(exc).__name__}: {exc}")
 
 
-def client(service: str, aws: AwsSettings) -> AbstractAsyncContextManager[Any]:
+def client(
+    service: str, aws: AwsSettings, session: aioboto3.Session | None = None
+) -> AbstractAsyncContextManager[Any]:
     """A long-lived aioboto3 client; enter it once per process.
 
     botocore makes a single attempt ("standard" mode, ``max_attempts=1``): its own retries
@@ -96,7 +98,7 @@ def client(service: str, aws: AwsSettings) -> AbstractAsyncContextManager[Any]:
         read_timeout=aws.timeout,
         max_pool_connections=128,
     )
-    session = aioboto3.Session()
+    session = session or aioboto3.Session()
     context: AbstractAsyncContextManager[Any] = session.client(
         service, region_name=aws.region, endpoint_url=aws.endpoint_url, config=config
     )
@@ -111,10 +113,13 @@ class AwsProvider(ProviderBase):
     def __init__(self, aws_settings: AwsSettings) -> None:
         self.aws = aws_settings
         self._stack = AsyncExitStack()
+        self._session = aioboto3.Session()
         self._client: Any = None
 
     async def open(self) -> None:
-        self._client = await self._stack.enter_async_context(client(self.service, self.aws))
+        self._client = await self._stack.enter_async_context(
+            client(self.service, self.aws, self._session)
+        )
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -2,6 +2,8 @@
 
 ``Content.Simple`` (with ``Headers`` for List-Unsubscribe) needs no MIME on our side,
 which is the cheapest way to send; ``raw=True`` sends MIME built by :mod:`daemon.providers.mime`.
+``SendEmail`` goes by the lean request path of :mod:`daemon.providers.aws_signed` (a
+third of the SDK call's CPU); everything else by the aioboto3 client.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.providers import aws, mime
+from daemon.providers import aws, aws_signed, mime
 from daemon.settings import AwsSettings, SesSettings
 from outbox import errors
 from outbox.models import Message, Receipt, Rendered
@@ -50,6 +52,17 @@ class SesProvider(aws.AwsProvider):
         self.reply_to = reply_to
         self.raw = raw
         self._raw_sender = sender
+        self._send_email: aws_signed.SignedJsonOperation | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        credentials = await self._session.get_credentials()
+        operation = aws_signed.SignedJsonOperation(
+            self._client, credentials, "SendEmail", self.aws.timeout
+        )
+        await operation.open()
+        self._stack.push_async_callback(operation.close)
+        self._send_email = operation
 
     def request(self, message: Message, rendered: Rendered) -> dict[str, Any]:
         """The SendEmail arguments for ``message``."""
@@ -90,7 +103,8 @@ class SesProvider(aws.AwsProvider):
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
         try:
-            response = await self._client.send_email(**self.request(message, rendered))
+            assert self._send_email is not None, "open() first"
+            response = await self._send_email(self.request(message, rendered))
         except Exception as exc:
             raise aws.classify(exc, "SES") from exc
         return Receipt(self.name, response["MessageId"])

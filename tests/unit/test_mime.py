@@ -104,3 +104,53 @@ def test_addresses() -> None:
     assert format_address("Zoë <z@example.com>").startswith("=?utf-8?")
     with pytest.raises(ValueError):
         format_address("")
+
+
+def _encodings(data: bytes) -> list[str]:
+    return [str(part["Content-Transfer-Encoding"]) for part in _parse(data).walk()
+            if not part.is_multipart()]  # fmt: skip
+
+
+def test_plain_ascii_parts_go_as_7bit_and_round_trip() -> None:
+    text = "Hi Ann,\n.a line starting with a dot\n\nbye \n"
+    html = '<p style="margin:0">Hi <b>Ann</b> = you</p>\r\n<p>2</p>'
+    rendered = Rendered(subject="s", text=text, html=html)
+    data = build_email(_message(), rendered, sender="a@b.example")
+    assert _encodings(data) == ["7bit", "7bit"]
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    parsed_text, parsed_html = [part.get_content() for part in _parse(data).iter_parts()]
+    assert parsed_text.replace("\r\n", "\n") == text
+    assert parsed_html.replace("\r\n", "\n") == html.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param("x" * 999, id="a line longer than 998"),
+        pytest.param("short\n" + "y" * 1200 + "\nend", id="one long line among short ones"),
+        pytest.param("Zoë", id="not ascii"),
+        pytest.param("nul\x00here", id="NUL"),
+    ],
+)
+def test_what_7bit_cannot_carry_is_quoted_printable(body: str) -> None:
+    data = build_email(_message(), Rendered(subject="s", text=body), sender="a@b.example")
+    assert _encodings(data) == ["quoted-printable"]
+    assert max(map(len, data.split(b"\r\n"))) <= 998
+    assert _parse(data).get_content().replace("\r\n", "\n").rstrip("\n") == body
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ann@example.com", "a.b+c@sub.example.org", "Ann <ann@example.com>", '"A, B" <ab@x.example>',
+     "a..b@example.com", ".a@example.com", "a@example..com", "Zoë <z@example.com>"],
+)  # fmt: skip
+def test_format_address_fast_path_agrees_with_the_parser(value: str) -> None:
+    import email.utils
+
+    name, address = email.utils.parseaddr(value)
+    expected = (address if not name else email.utils.formataddr((name, address), "utf-8")) or None
+    try:
+        got: str | None = format_address(value)
+    except ValueError:
+        got = None
+    assert got == expected

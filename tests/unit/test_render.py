@@ -77,3 +77,26 @@ def test_subjects_are_one_line(raw: str, subject: str) -> None:
 def test_an_empty_subject_is_an_error() -> None:
     with pytest.raises(errors.TemplateError, match="the subject is empty"):
         _one_line("t", " \n ")
+
+
+@hypothesis.given(
+    st.text(
+        alphabet=st.sampled_from(list("ab \t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\u00a0\u3000")),
+        max_size=40,
+    )
+)
+def test_tidy_text_fast_path_gives_what_splitting_gives(text: str) -> None:
+    assert _tidy_text(text) == "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def test_a_part_rendered_twice_with_a_set_leaves_no_trace(tmp_path: Path) -> None:
+    # Parts render straight from their compiled root: each render still gets a context
+    # of its own, so a {% set %} in one message never leaks into the next.
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "subject.j2").write_text("{% if first is defined %}{% set x = 1 %}{% endif %}"
+                                               "{{ x | default('none') }}")  # fmt: skip
+    (tmp_path / "t" / "text.j2").write_text("{{ 'a' }}")
+    renderer = Renderer(tmp_path)
+    first = renderer.render(channel="email", template="t", context={"first": True})
+    second = renderer.render(channel="email", template="t", context={})
+    assert (first.subject, second.subject) == ("1", "none")
