@@ -289,7 +289,9 @@ class Daemon:
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
                         "brands": self.brands.run,
-                        **hook_loops.build(pool, settings, dsn=listen_dsn, worker_id=self.worker_id),
+                        **hook_loops.build(
+                            pool, settings, dsn=listen_dsn, worker_id=self.worker_id
+                        ),
                     }
                     for name, loop in side_loops.items():
                         group.create_task(loop(self.stopping), name=name)

@@ -160,6 +160,8 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--webhook-rounds", type=positive_int, default=3, help="drains of each side (3)"
+    )
+    parser.add_argument(
         "--retention",
         action="store_true",
         help="measure instead what --sends sends and a purge leave behind (table and index "

@@ -9,8 +9,8 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
-from daemon.settings.hooks import HookSettings
 from daemon.settings.console import ConsoleSettings
+from daemon.settings.hooks import HookSettings
 from daemon.settings.sections import (
     ENV_PREFIX,
     LOCAL_SEND_TIMEOUT,
