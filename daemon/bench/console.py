@@ -92,7 +92,7 @@ def _cases(n: int) -> Iterator[tuple[str, str, list[Any]]]:
     yield "message: the row", queries.MESSAGE, [message]
     yield "message: its events", queries.EVENTS, [message + 5]  # a bounced one
     yield "message: its person", queries.PERSON, ["u7"]
-    yield "message: webhook table there?", queries.WEBHOOK_TABLE, []
+    yield "message: its webhook deliveries", queries.WEBHOOKS, [message]
     yield "suppressions: newest", queries.SUPPRESSIONS, [None, 200]
     yield "suppressions: one recipient", queries.SUPPRESSIONS, ["S7@example.com", 200]
     yield (

@@ -128,7 +128,7 @@ async def test_search_pages_and_a_retry_of_a_whole_search_in_batches(
         assert status == 404
 
 
-async def test_a_message_page_shows_its_timeline_and_webhook_deliveries_when_there_are_any(
+async def test_a_message_page_shows_its_timeline_and_webhook_deliveries(
     database_url: str, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     [message] = await _insert(pool, 1, status="bounced", recipient="cy@example.com")
@@ -144,23 +144,25 @@ async def test_a_message_page_shows_its_timeline_and_webhook_deliveries_when_the
         assert await client.sign_in() == 303
         status, page, _ = await client.get(f"/console/messages/{message}")
         assert status == 200 and "bounce (Permanent)" in page
-        assert "Webhook deliveries" not in page  # no such table (yet)
+        assert "Webhook deliveries" in page and "message.bounced" not in page
         assert "Welcome" in page  # rendered content: the subject
         status, body, headers = await client.get(f"/console/messages/{message}/preview.html")
         assert status == 200 and "sandbox" in headers["Content-Security-Policy"]
         assert "Ann" in body
-        await pool.execute(
-            "CREATE TABLE outbox.webhook_delivery (id bigint PRIMARY KEY, message_id bigint,"
-            " event_type text, status text, secret text)"
+        endpoint = await pool.fetchval(
+            "INSERT INTO outbox.webhook_endpoint (url, secret)"
+            " VALUES ('http://127.0.0.1:9/hooks', 'hush-hush-hush-hush') RETURNING id"
         )
         await pool.execute(
-            "INSERT INTO outbox.webhook_delivery VALUES (1, $1, 'message.bounced', 'delivered',"
-            " 'hush')",
+            "INSERT INTO outbox.webhook_delivery (event_id, endpoint_id, type, data, status,"
+            " last_status) VALUES (gen_random_uuid(), $1, 'message.bounced',"
+            " jsonb_build_object('message_id', $2::bigint), 'delivered', 204)",
+            endpoint,
             message,
         )
         status, page, _ = await client.get(f"/console/messages/{message}")
-        assert "Webhook deliveries" in page and "message.bounced" in page
-        assert "hush" not in page
+        assert "message.bounced" in page and "http://127.0.0.1:9/hooks" in page
+        assert "204" in page and "hush" not in page
 
 
 async def test_suppressions_are_added_and_removed(

@@ -247,14 +247,18 @@ PERSON = """
 SELECT json_build_object('key', key, 'locale', locale, 'timezone', timezone, 'attrs', attrs)
   FROM outbox.recipient WHERE key = $1
 """
-#: Built in parallel by the outbound webhooks; read only when the table is there.
-WEBHOOK_TABLE = """
-SELECT to_regclass('outbox.webhook_delivery') IS NOT NULL
-       AND EXISTS (SELECT 1 FROM information_schema.columns
-                    WHERE table_schema = 'outbox' AND table_name = 'webhook_delivery'
-                      AND column_name = 'message_id')
+#: The webhook deliveries of a message's events (never the endpoint's secret). No index
+#: serves data->>'message_id': the table holds deliveries only for the retention period,
+#: and an index would cost every event written.
+WEBHOOKS = """
+SELECT d.type, d.status, d.attempts, d.last_status, d.last_error, e.url,
+       d.created_at, d.delivered_at
+  FROM outbox.webhook_delivery d
+  LEFT JOIN outbox.webhook_endpoint e ON e.id = d.endpoint_id
+ WHERE d.data->>'message_id' = $1::bigint::text
+ ORDER BY d.id
+ LIMIT 100
 """
-WEBHOOKS = "SELECT * FROM outbox.webhook_delivery WHERE message_id = $1 ORDER BY 1 LIMIT 100"
 
 # -- suppressions -------------------------------------------------------------------------
 SUPPRESSIONS = """

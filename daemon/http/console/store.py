@@ -30,8 +30,8 @@ class MessageDetail:
     message: asyncpg.Record
     events: list[asyncpg.Record]
     person: dict[str, Any] | None
-    #: Rows of outbox.webhook_delivery, or None when that table is not there.
-    webhooks: list[dict[str, Any]] | None
+    #: Its webhook deliveries (outbox.webhook_delivery), without the endpoints' secrets.
+    webhooks: list[dict[str, Any]]
 
 
 class ConsoleStore:
@@ -70,10 +70,8 @@ class ConsoleStore:
             if row["recipient_key"] is not None:
                 raw = await conn.fetchval(queries.PERSON, row["recipient_key"], timeout=TIMEOUT)
                 person = json.loads(raw) if raw is not None else None
-            webhooks = None
-            if await conn.fetchval(queries.WEBHOOK_TABLE, timeout=TIMEOUT):
-                rows = await conn.fetch(queries.WEBHOOKS, message_id, timeout=TIMEOUT)
-                webhooks = [dict(r) for r in rows]
+            rows = await conn.fetch(queries.WEBHOOKS, message_id, timeout=TIMEOUT)
+            webhooks = [dict(r) for r in rows]
             return MessageDetail(row, list(events), person, webhooks)
 
     async def count_for_action(self, filters: Filters, action: str, cap: int) -> int:
