@@ -45,7 +45,7 @@ def test_the_notify_statement_passes_every_argument_of_the_sql_function() -> Non
     assert people._NOTIFY.names == (
         "recipient_key", "template", "context", "category", "priority", "channels",
         "not_before", "expires_at", "idempotency_key", "tags", "digest_key", "digest_window",
-        "escalate_after",
+        "escalate_after", "brand",
     )  # fmt: skip
     assert "priority => %s::numeric" in people._NOTIFY.dbapi_sql
 
