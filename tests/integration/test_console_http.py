@@ -19,6 +19,7 @@ from tests.integration.console_helpers import (
 from tests.integration.daemon_helpers import running
 
 WELCOME = '{"name": "Ann", "login_url": "https://example.com/login"}'
+CONSOLE_DOC = Path(__file__).resolve().parents[2] / "docs" / "CONSOLE.md"
 
 
 async def _insert(pool: asyncpg.Pool, count: int, *, status: str, recipient: str) -> list[int]:
@@ -245,3 +246,23 @@ async def test_digits_of_other_scripts_are_refused_not_a_server_error(
             allow_redirects=False,
         ) as response:
             assert response.status == 303  # to the sign-in page
+
+
+async def test_the_sql_of_docs_console_pauses_and_resumes_a_running_daemon(
+    database_url: str, tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    doc = CONSOLE_DOC.read_text()
+    [block] = re.findall(r"```sql\n(.*?)```", doc, re.DOTALL)
+    pause, resume = block.strip().splitlines()
+    settings = console_settings(database_url, tmp_path)
+    async with running(settings, database_url) as (daemon, recorder):
+        await pool.execute(pause)
+        async with asyncio.timeout(10):
+            while daemon.lanes["email"].hold_reason != "DNS move":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await pool.execute(resume)
+        message = await pool.fetchval(
+            "SELECT outbox.enqueue('email', 'fay@example.com', 'welcome', $1::jsonb)", WELCOME
+        )
+        await recorder.wait_for(1)
+        assert await _statuses(pool, [message]) == {"sent"}
