@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from daemon.bench.support import free_port
 from tests.integration.daemon_helpers import running, welcome_backlog
 from tests.integration.hook_receiver import SECRET, Receiver, receiver
 from tests.integration.test_hooks import (
@@ -69,7 +70,7 @@ async def test_private_and_plain_http_urls_are_refused_before_any_connect(
 async def test_a_hanging_endpoint_never_slows_another(
     database_url: str, pool: asyncpg.Pool, tmp_path: Path, receiver: Receiver
 ) -> None:
-    stuck = Receiver(receiver.port + 1 if receiver.port < 65000 else receiver.port - 1)
+    stuck = Receiver(free_port())
     stuck.hold = asyncio.Event()
     await stuck.start()
     try:
