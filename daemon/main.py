@@ -302,6 +302,10 @@ class Daemon:
         for lane in self.lanes.values():
             lane.stop()
         grace = self.settings.worker.grace_seconds
+        # A claim in flight when the stop came still hands its rows to the send queue: let
+        # the claim loops return first, so that the drain gives those rows back too.
+        if lane_tasks:
+            await asyncio.wait(lane_tasks, timeout=grace)
         cancelled = await asyncio.gather(*(lane.drain(grace) for lane in self.lanes.values()))
         if sum(cancelled):
             logger.warning(

@@ -55,8 +55,14 @@ class SendQueue:
         self._stopped = False
 
     def add(self, messages: list[Message]) -> None:
-        """Queue claimed messages; they start as senders become free."""
+        """Queue claimed messages; they start as senders become free.
+
+        Once stopped, nothing starts: messages claimed meanwhile go straight back.
+        """
         self.waiting.extend(messages)
+        if self._stopped:
+            self.release()
+            return
         if not self._starting:
             self._start_one()
 

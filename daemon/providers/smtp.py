@@ -68,15 +68,13 @@ class SmtpProvider(ProviderBase):
             try:
                 await asyncio.wait_for(client.quit(), 2)
             except Exception:  # closing politely is best effort
-                client.close()
+                _discard(client)
 
     def _new_client(self) -> aiosmtplib.SMTP:
         s = self.settings
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
             timeout=s.timeout,
             use_tls=s.tls == SmtpTls.TLS,
             start_tls=s.tls == SmtpTls.STARTTLS,
@@ -93,10 +91,15 @@ class SmtpProvider(ProviderBase):
         while the operator fixes it.
         """
         client = self._new_client()
+        s = self.settings
         try:
             await client.connect()
+            # Logging in here rather than inside connect() leaves the connection to us
+            # when the login is refused: _discard closes it at once.
+            if s.username:
+                await client.login(s.username, s.password.get_secret_value() if s.password else "")
         except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
+            _discard(client)
             raise errors.ChannelPaused(self._connect_failure(exc)) from exc
         self.connections_opened += 1
         return client
@@ -129,14 +132,14 @@ class SmtpProvider(ProviderBase):
                     if not reused:
                         raise
                     # The server dropped the idle connection before MAIL FROM: reopen once.
-                    client.close()
+                    _discard(client)
                     client = await self._connect()
                     await client.sendmail(self.envelope_from, [message.recipient], data)
             except errors.ChannelPaused:
                 raise
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if client is not None:
-                    client.close()
+                    _discard(client)
                 decision = classify(exc) if isinstance(exc, Exception) else errors.TransientError()
                 logger.debug(
                     "SMTP send failed: %s", decision.reason,
@@ -145,7 +148,19 @@ class SmtpProvider(ProviderBase):
                 raise decision from exc
             except BaseException:
                 if client is not None:
-                    client.close()
+                    _discard(client)
                 raise
             self._idle.append(client)
         return Receipt(self.name, mime.message_id(message, self.domain))
+
+
+def _discard(client: aiosmtplib.SMTP) -> None:
+    """Close a connection we give up on at once.
+
+    A plain close of a TLS connection waits for the server's close_notify (up to 30 s)
+    before the socket is closed; a connection given up after an error owes the server
+    nothing, and a socket left closing would outlive a stopping daemon's event loop.
+    """
+    if isinstance(client.transport, asyncio.Transport):
+        client.transport.abort()
+    client.close()

@@ -53,8 +53,9 @@ def _tokens() -> st.SearchStrategy[str | None]:
     """Anything but a token of the owner: none, junk, forged, expired, or another person's
     (which may use every route, and must not reach the owner's items)."""
     now = time.time()
-    # Keys as inbox_token accepts them (a NUL is refused there; tested on its own).
-    keys = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=20)
+    # Keys as inbox_token accepts them: UTF-8 text, as PostgreSQL holds it (a lone surrogate
+    # cannot be encoded), and no NUL (refused there; tested on its own).
+    keys = st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\x00"), max_size=20)
     return st.one_of(
         st.none(),
         st.text(max_size=80),

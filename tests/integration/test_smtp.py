@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import gc
 import io
 import logging
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,28 @@ async def test_wrong_password_pauses_the_channel(smtp_tls_sink: Sink) -> None:
     assert "refused the login of 'app': 535" in info.value.reason
     assert "wrong" not in info.value.reason  # never the password
     assert smtp_tls_sink.messages == []
+
+
+def test_a_refused_login_closes_its_connection_at_once(smtp_tls_sink: Sink) -> None:
+    # A plain close of a TLS connection waits for the server's close_notify; a daemon that
+    # stops meanwhile leaves the socket to the garbage collector (an unclosed-socket warning,
+    # and a file descriptor held until then).
+    settings = SmtpSettings(
+        host="127.0.0.1", port=smtp_tls_sink.port, tls="starttls", username="app",
+        password="wrong", validate_certs=False, timeout=3,
+    )  # fmt: skip
+
+    async def refused_then_stop() -> None:
+        async with SmtpProvider(settings, sender="a@acme.example") as provider:
+            with pytest.raises(errors.ChannelPaused):
+                await provider.send(_message(1), Rendered(subject="s", text="t"))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(5):  # the server's close_notify races the loop's end: try a few
+            asyncio.run(refused_then_stop())
+            gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 async def test_wrong_password_fails_no_message_and_fixing_it_delivers(

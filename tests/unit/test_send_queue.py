@@ -93,3 +93,16 @@ async def test_a_send_past_the_deadline_fails_and_the_sender_goes_on() -> None:
     await r.until(4)
     assert {c.error for c in r.finished} == {"timed out"}
     assert r.senders.busy == 0
+
+
+async def test_messages_claimed_after_the_drain_go_straight_back() -> None:
+    # A claim that was in flight when shutdown began returns after the drain: its rows
+    # must not sit in the queue, leased, until their lease runs out.
+    r = _Recorder()
+    assert await r.senders.drain(1.0) == 0
+    r.senders.add([_message(1), _message(2)])
+    assert [(c.message_id, c.status, c.refund) for c in r.finished] == [
+        (1, Status.PENDING, True),
+        (2, Status.PENDING, True),
+    ]
+    assert not r.senders.waiting
