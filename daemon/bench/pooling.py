@@ -73,8 +73,13 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [
         f"outboxd bench --pgbouncer: {result['messages']:,} messages, {result['rounds']} "
         "rounds alternating",
-        "  direct     " + ", ".join(f"{r:,.0f}/s" for r in rates["direct"]),
-        "  pgbouncer  " + ", ".join(f"{r:,.0f}/s" for r in rates["pgbouncer"]),
+        *(
+            f"  {side:<10} "
+            + ", ".join(f"{r:,.0f}/s" for r in rates[side])
+            + "   outboxd CPU us/message: "
+            + ", ".join(f"{us:,.0f}" for us in result["outboxd_cpu_us"][side])
+            for side in ("direct", "pgbouncer")
+        ),
         f"  median ratio pgbouncer / direct: {result['ratio']:.2f}",
     ]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from outbox import sql
-from outbox.store import _translated
+from outbox.store import Store, _translated
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,6 @@ class Retention:
         """Apply the retention: whole archive partitions, then whatever finished rows are
         still in the hot table past the cutoff (archiving off or behind) and old events,
         in small batches; then idempotency keys past their horizon."""
-        from outbox.store import Store
-
         store = Store(self.pool)
         partitions = await self.drop_partitions(older_than_seconds)
         messages = events = keys = 0

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from daemon import db
-from outbox import migrations
+from outbox import NewMessage, enqueue_many, migrations
 from tests.integration import pgbouncer
 from tests.integration.daemon_helpers import drain, make_settings, running, welcome_backlog
 from tests.integration.enqueue_helpers import enqueue_one
@@ -109,3 +109,29 @@ async def test_concurrent_migrations_through_pgbouncer_apply_once_and_leave_no_l
             assert await pool.fetchval(locks) == 0
         finally:
             await pool.close()
+
+
+async def test_bulk_enqueue_through_pgbouncer(
+    database_url: str, pool: asyncpg.Pool, bouncer: int
+) -> None:
+    # COPY into a temporary table made on first use: each call is one transaction, which
+    # the pooler keeps on one server connection, whichever it is.
+    conn = await asyncpg.connect(pgbouncer.through(bouncer, database_url), statement_cache_size=0)
+    try:
+        for round_ in range(3):
+            results = await enqueue_many(
+                conn,
+                [
+                    NewMessage(
+                        "email",
+                        f"u{round_}-{i}@example.com",
+                        "welcome",
+                        idempotency_key=f"k{round_}-{i % 5}",
+                    )
+                    for i in range(10)
+                ],
+            )
+            assert [r.created for r in results] == [True] * 5 + [False] * 5
+    finally:
+        await conn.close()
+    assert await pool.fetchval("SELECT count(*) FROM outbox.message") == 15
