@@ -175,3 +175,25 @@ def test_stuffing() -> None:
     assert stuff(b".a\r\nb\r\n.\r\n") == b"..a\r\nb\r\n..\r\n.\r\n"
     assert stuff(b"no newline") == b"no newline\r\n.\r\n"
     assert stuff(b"lone\nlf and\rcr") == b"lone\r\nlf and\r\ncr\r\n.\r\n"
+
+
+class _Babbling(smtpsink.SinkProtocol):
+    """Answers DATA's group with a reply that never ends."""
+
+    def data_received(self, data: bytes) -> None:
+        if b"RCPT TO:" in data and b"DATA" in data and self.transport is not None:
+            self.transport.write(b"250-" + b"x" * 70_000)
+            return
+        super().data_received(data)
+
+
+async def test_a_reply_that_never_ends_fails_the_send_not_the_memory() -> None:
+    server = await asyncio.get_running_loop().create_server(_Babbling, "127.0.0.1", 0)
+    try:
+        async with _provider(server.sockets[0].getsockname()[1]) as provider:
+            await provider.send(_message(1), Rendered(subject="s", text="first"))  # EHLO
+            with pytest.raises(errors.TransientError, match="reply too long"):
+                await provider.send(_message(2), Rendered(subject="s", text="second"))
+    finally:
+        server.close()
+        await server.wait_closed()
