@@ -9,6 +9,7 @@ import email
 import email.policy
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from daemon.settings import SmtpSettings
 from outbox import errors
 from outbox.models import Message, Rendered
 from tests.integration.aws_fake import free_port
-from tests.integration.smtp_sink import Sink
+from tests.integration.smtp_sink import Sink, _authenticator, _self_signed
 
 TEXT = "Hi,\n.starts with a dot\n.\n..two dots\nend"
 
@@ -169,6 +170,28 @@ async def test_refusals_are_classified_and_the_envelope_reset(
             pipelining_sink.messages] == ["first", "after"]  # fmt: skip
     if where != "DATA":
         assert "RSET" in pipelining_sink.commands
+
+
+async def test_pipelining_over_starttls_and_auth(tmp_path: Path) -> None:
+    sink = _Pipelining(free_port())
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=sink.port, tls_context=_self_signed(tmp_path),
+        require_starttls=True, auth_required=True, authenticator=_authenticator,
+    )  # fmt: skip
+    controller.start()
+    try:
+        settings = SmtpSettings(
+            host="127.0.0.1", port=sink.port, tls="starttls", username="app",
+            password="s3cret", validate_certs=False, pool_size=1, timeout=5,
+        )  # fmt: skip
+        async with SmtpProvider(settings, sender="a@acme.example") as provider:
+            for i in range(4):
+                await provider.send(_message(i), Rendered(subject="s", text=TEXT))
+            assert provider.connections_opened == 1
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 4
+    assert sink.commands.count("MAIL") == 4 and "RSET" not in sink.commands
 
 
 def test_stuffing() -> None:
