@@ -220,3 +220,10 @@ async def test_a_reply_that_never_ends_fails_the_send_not_the_memory() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_the_provider_bench_measures_sends() -> None:
+    from daemon.bench import smtp_send
+
+    result = await smtp_send.measure(50, 4)
+    assert result["cpu_us"] > 0 and result["rate"] > 0
