@@ -115,6 +115,7 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.context_class = _Context
+        self.template_class = _Template
         self._found: dict[str, jinja2.Template] = {}
 
     def _load_template(
@@ -170,6 +171,22 @@ class _Context(jinja2.runtime.Context):
         if known is None or known[0] is not globals:
             known = _GLOBAL_NAMES[id(globals)] = (globals, frozenset(globals))
         self.globals_keys = known[1]  # type: ignore[assignment]
+
+
+class _Template(jinja2.Template):
+    """A template whose plain new context (a part, not an include) is built directly."""
+
+    def new_context(
+        self,
+        vars: dict[str, Any] | None = None,
+        shared: bool = False,
+        locals: Mapping[str, Any] | None = None,
+    ) -> jinja2.runtime.Context:
+        if shared or locals or vars is None:
+            return super().new_context(vars, shared, locals)
+        # What jinja2.runtime.new_context does here: the globals under the variables.
+        return _Context(self.environment, {**self.globals, **vars}, self.name, self.blocks,
+                        self.globals)  # fmt: skip
 
 
 class _BundledFallback(jinja2.BaseLoader):
