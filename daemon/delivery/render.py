@@ -56,17 +56,9 @@ def _one_line(template: str, subject: str) -> str:
     return subject
 
 
-#: What _tidy_text would change inside a stripped text: a line boundary other than \n
-#: (those of str.splitlines), or white space ending a line.
-_UNTIDY = re.compile(r"[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]|[^\S\n]\n")
-
-
 def _tidy_text(text: str) -> str:
     """Strip the ends and trailing spaces of lines; line breaks become \n."""
-    text = text.strip()
-    if _UNTIDY.search(text) is None:  # the usual case: nothing to split and join
-        return text
-    return "\n".join(line.rstrip() for line in text.splitlines())
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
 def valid_locale(locale: str) -> bool:
