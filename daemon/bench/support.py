@@ -78,6 +78,8 @@ def _server(arguments: list[str], port: int) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def fake_credentials() -> None:

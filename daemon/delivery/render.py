@@ -56,17 +56,9 @@ def _one_line(template: str, subject: str) -> str:
     return subject
 
 
-#: What _tidy_text would change inside a stripped text: a line boundary other than \n
-#: (those of str.splitlines), or white space ending a line.
-_UNTIDY = re.compile(r"[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]|[^\S\n]\n")
-
-
 def _tidy_text(text: str) -> str:
     """Strip the ends and trailing spaces of lines; line breaks become \n."""
-    text = text.strip()
-    if _UNTIDY.search(text) is None:  # the usual case: nothing to split and join
-        return text
-    return "\n".join(line.rstrip() for line in text.splitlines())
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
 def valid_locale(locale: str) -> bool:
@@ -115,6 +107,7 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.context_class = _Context
+        self.template_class = _Template
         self._found: dict[str, jinja2.Template] = {}
 
     def _load_template(
@@ -170,6 +163,22 @@ class _Context(jinja2.runtime.Context):
         if known is None or known[0] is not globals:
             known = _GLOBAL_NAMES[id(globals)] = (globals, frozenset(globals))
         self.globals_keys = known[1]  # type: ignore[assignment]
+
+
+class _Template(jinja2.Template):
+    """A template whose plain new context (a part, not an include) is built directly."""
+
+    def new_context(
+        self,
+        vars: dict[str, Any] | None = None,
+        shared: bool = False,
+        locals: Mapping[str, Any] | None = None,
+    ) -> jinja2.runtime.Context:
+        if shared or locals or vars is None:
+            return super().new_context(vars, shared, locals)
+        # What jinja2.runtime.new_context does here: the globals under the variables.
+        return _Context(self.environment, {**self.globals, **vars}, self.name, self.blocks,
+                        self.globals)  # fmt: skip
 
 
 class _BundledFallback(jinja2.BaseLoader):

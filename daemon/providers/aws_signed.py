@@ -61,6 +61,8 @@ class Signer:
             raise ValueError("a query string is not signed here")
         default_port = {"http": 80, "https": 443}[parts.scheme]
         self.host = parts.hostname or ""
+        if ":" in self.host:  # IPv6, bracketed as in the Host header
+            self.host = f"[{self.host}]"
         if parts.port is not None and parts.port != default_port:
             self.host = f"{self.host}:{parts.port}"
         self.path = quote(parts.path or "/", safe="/~")
@@ -154,7 +156,11 @@ class SignedJsonOperation:
         payload = body(params)
         assert self._session is not None, "open() first"
         async with self._session.post(
-            self.url, data=payload, headers=self.signer.headers(payload, frozen), **self._proxy
+            self.url,
+            data=payload,
+            headers=self.signer.headers(payload, frozen),
+            allow_redirects=False,  # as the SDK: a redirect is an answer, not a new request
+            **self._proxy,
         ) as response:
             raw = await response.read()
             if response.status < 300:

@@ -29,6 +29,8 @@ import re
 import aiosmtplib
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f<>]")
+#: Replies are a few lines; a server sending more without an end is broken (or hostile).
+_MAX_REPLY_BYTES = 64 * 1024
 
 
 def can_pipeline(client: aiosmtplib.SMTP, *addresses: str) -> bool:
@@ -64,6 +66,7 @@ class _Replies(asyncio.Protocol):
         self.replies: collections.deque[aiosmtplib.SMTPResponse] = collections.deque()
         self.wanted = 0
         self.waiter: asyncio.Future[None] | None = None
+        #: Why no more replies will come (connection lost, broken reply).
         self.lost: BaseException | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -75,6 +78,9 @@ class _Replies(asyncio.Protocol):
                 reply_start = end + 1
             start = end + 1
         self.buffer = buffer[reply_start:]  # an unfinished reply waits for its next lines
+        if len(self.buffer) > _MAX_REPLY_BYTES and self.lost is None:
+            self.lost = aiosmtplib.SMTPResponseException(-1, "reply too long")
+            self.buffer = b""
         self._check()
 
     def _reply(self, reply: bytes) -> None:

@@ -236,6 +236,22 @@ def test_bench_measures_every_phase_in_a_throwaway_database(
     assert 0 < report["latency"]["p50_ms"] <= report["latency"]["p99_ms"]
 
 
+@pytest.mark.slow
+def test_bench_smtp_against_the_minimal_sink_in_rounds(
+    postgres_admin_dsn: str, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=postgres_admin_dsn, OUTBOXD_LOG_LEVEL="WARNING")
+    result = outboxd(
+        env, "bench", "--provider", "smtp", "--messages", "200", "--rounds", "2",
+        "--skip", "latency", "--skip", "notify", "--json", timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["smtp_sink"] == "minimal"
+    assert report["drain"]["sent"] == 200 and report["drain"]["cpu_us"]["outboxd"] > 0
+    assert len(report["floor_ratios"]) == 2 and report["floor_ratio"] > 0
+
+
 async def test_requeue_of_a_missing_id_is_a_clear_error(
     database_url: str, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:

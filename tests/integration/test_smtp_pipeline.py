@@ -9,6 +9,7 @@ import email
 import email.policy
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from daemon.settings import SmtpSettings
 from outbox import errors
 from outbox.models import Message, Rendered
 from tests.integration.aws_fake import free_port
-from tests.integration.smtp_sink import Sink
+from tests.integration.smtp_sink import Sink, _authenticator, _self_signed
 
 TEXT = "Hi,\n.starts with a dot\n.\n..two dots\nend"
 
@@ -171,7 +172,58 @@ async def test_refusals_are_classified_and_the_envelope_reset(
         assert "RSET" in pipelining_sink.commands
 
 
+async def test_pipelining_over_starttls_and_auth(tmp_path: Path) -> None:
+    sink = _Pipelining(free_port())
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=sink.port, tls_context=_self_signed(tmp_path),
+        require_starttls=True, auth_required=True, authenticator=_authenticator,
+    )  # fmt: skip
+    controller.start()
+    try:
+        settings = SmtpSettings(
+            host="127.0.0.1", port=sink.port, tls="starttls", username="app",
+            password="s3cret", validate_certs=False, pool_size=1, timeout=5,
+        )  # fmt: skip
+        async with SmtpProvider(settings, sender="a@acme.example") as provider:
+            for i in range(4):
+                await provider.send(_message(i), Rendered(subject="s", text=TEXT))
+            assert provider.connections_opened == 1
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 4
+    assert sink.commands.count("MAIL") == 4 and "RSET" not in sink.commands
+
+
 def test_stuffing() -> None:
     assert stuff(b".a\r\nb\r\n.\r\n") == b"..a\r\nb\r\n..\r\n.\r\n"
     assert stuff(b"no newline") == b"no newline\r\n.\r\n"
     assert stuff(b"lone\nlf and\rcr") == b"lone\r\nlf and\r\ncr\r\n.\r\n"
+
+
+class _Babbling(smtpsink.SinkProtocol):
+    """Answers DATA's group with a reply that never ends."""
+
+    def data_received(self, data: bytes) -> None:
+        if b"RCPT TO:" in data and b"DATA" in data and self.transport is not None:
+            self.transport.write(b"250-" + b"x" * 70_000)
+            return
+        super().data_received(data)
+
+
+async def test_a_reply_that_never_ends_fails_the_send_not_the_memory() -> None:
+    server = await asyncio.get_running_loop().create_server(_Babbling, "127.0.0.1", 0)
+    try:
+        async with _provider(server.sockets[0].getsockname()[1]) as provider:
+            await provider.send(_message(1), Rendered(subject="s", text="first"))  # EHLO
+            with pytest.raises(errors.TransientError, match="reply too long"):
+                await provider.send(_message(2), Rendered(subject="s", text="second"))
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_provider_bench_measures_sends() -> None:
+    from daemon.bench import smtp_send
+
+    result = await smtp_send.measure(50, 4)
+    assert result["cpu_us"] > 0 and result["rate"] > 0

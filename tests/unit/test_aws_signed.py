@@ -63,6 +63,7 @@ def test_text_only_without_headers() -> None:
         ("https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails", "session-token"),
         ("https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails", None),
         ("http://127.0.0.1:4566/v2/email/outbound-emails", None),
+        ("http://[::1]:4566/v2/email/outbound-emails", None),
         ("https://example.com:443/a%20b/c~d", "t"),
     ],
 )

@@ -79,16 +79,6 @@ def test_an_empty_subject_is_an_error() -> None:
         _one_line("t", " \n ")
 
 
-@hypothesis.given(
-    st.text(
-        alphabet=st.sampled_from(list("ab \t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\u00a0\u3000")),
-        max_size=40,
-    )
-)
-def test_tidy_text_fast_path_gives_what_splitting_gives(text: str) -> None:
-    assert _tidy_text(text) == "\n".join(line.rstrip() for line in text.strip().splitlines())
-
-
 def test_a_part_rendered_twice_with_a_set_leaves_no_trace(tmp_path: Path) -> None:
     # Parts render straight from their compiled root: each render still gets a context
     # of its own, so a {% set %} in one message never leaks into the next.
