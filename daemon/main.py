@@ -29,6 +29,7 @@ from daemon.delivery.person_links import PersonLinks
 from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
 from daemon.delivery.render import Renderer
+from daemon.delivery.render_threads import RenderThreads
 from daemon.delivery.wakeup import WakeupListener
 from daemon.http import app as http_app
 from daemon.http.state import ServiceState
@@ -192,6 +193,8 @@ class Daemon:
                 stack.push_async_callback(provider.close)
 
             renderer = Renderer.from_settings(settings)
+            render_threads = RenderThreads(settings.worker.render_timeout)
+            stack.callback(render_threads.close)
             self.completer = completer = Completer(store, self.worker_id)
             completer.listeners.extend(self.completion_listeners)
             dispatcher = Dispatcher(
@@ -212,6 +215,7 @@ class Daemon:
                     ttl_seconds=settings.campaigns.confirm_token_days * 86400,
                 ),
                 finish=self.tracker,
+                render_threads=render_threads,
             )
             for channel, provider in channel_providers.items():
                 limiter = await self._limiter(store, channel, provider)
@@ -225,8 +229,11 @@ class Daemon:
                     worker=settings.worker,
                     worker_id=self.worker_id,
                     send_timeout=settings.send_timeout(channel),
+                    render_timeout=settings.worker.render_timeout,
                     limiter=limiter,
                     concurrency=getattr(provider, "max_in_flight", None),
+                    destination=getattr(provider, "destination", None),
+                    per_destination=getattr(provider, "per_destination", None),
                 )
             reaper = Reaper(
                 store, settings.worker, gauges=settings.http.enabled and not until_empty

@@ -15,6 +15,7 @@ from typing import Any
 from daemon import addresses, metrics
 from daemon.delivery import retry
 from daemon.delivery.render import Renderer, valid_locale
+from daemon.delivery.render_threads import RenderOverrun, RenderThreads
 from daemon.providers.base import Provider
 from daemon.settings import WorkerSettings
 from outbox import errors
@@ -58,8 +59,12 @@ class Dispatcher:
         finish: Finisher | None = None,
         on_paused: Callable[[str, str], None] | None = None,
         on_throttled: Callable[[str], None] | None = None,
+        render_threads: RenderThreads | None = None,
     ) -> None:
         self.renderer = renderer
+        #: Where messages are prepared (off the event loop, within the render budget);
+        #: None prepares them inline (unit tests).
+        self.render_threads = render_threads
         self.providers = providers
         self.worker = worker
         self.links = links
@@ -83,7 +88,7 @@ class Dispatcher:
         """
         provider = self.providers[message.channel]
         try:
-            rendered = self.prepare(message)
+            rendered = await self._prepare(message)
             started = time.perf_counter()
             # No timeout here: the caller enforces the send timeout (see daemon.delivery.deadlines).
             receipt = await provider.send(message, rendered)
@@ -112,6 +117,18 @@ class Dispatcher:
             provider_message_id=receipt.provider_message_id,
             inbox=receipt.item,
         )
+
+    async def _prepare(self, message: Message) -> Rendered:
+        threads = self.render_threads
+        if threads is None:
+            return self.prepare(message)
+        try:
+            return await threads.run(self.prepare, message)
+        except RenderOverrun:
+            raise errors.TemplateError(
+                f"template {message.template!r}: rendering took longer than its "
+                f"{threads.budget:g}s budget (OUTBOXD_WORKER__RENDER_TIMEOUT); not sent"
+            ) from None
 
     def timed_out(self, message: Message, after: float) -> Completion:
         """The completion for a send cut off after ``after`` seconds (retried with backoff)."""

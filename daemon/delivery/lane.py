@@ -28,7 +28,7 @@ from daemon.delivery.completer import Completer
 from daemon.delivery.deadlines import Deadlines
 from daemon.delivery.dispatch import Dispatcher
 from daemon.delivery.ratelimit import RateLimiter
-from daemon.delivery.send_queue import SendQueue
+from daemon.delivery.send_queue import DestinationOf, SendQueue
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.models import Message, Status
@@ -57,8 +57,11 @@ class Lane:
         worker: WorkerSettings,
         worker_id: str,
         send_timeout: float,
+        render_timeout: float = 0.0,
         limiter: RateLimiter | None = None,
         concurrency: int | None = None,
+        destination: DestinationOf | None = None,
+        per_destination: int | None = None,
     ) -> None:
         self.channel = channel
         #: Sends in flight at most: the setting, or less when the provider takes fewer.
@@ -69,15 +72,22 @@ class Lane:
         self.worker = worker
         self.worker_id = worker_id
         self.limiter = limiter
-        #: Sends in flight, and claimed messages waiting for one. At most ``concurrency``
-        #: wait, so a row waits for at most one round of sends before its own: with the
-        #: lease longer than twice the send timeout (a settings rule), no lease runs out.
+        #: Sends in flight, and claimed messages waiting for one, per destination when the
+        #: provider has several (see daemon.delivery.send_queue). No row waits longer than
+        #: half a send timeout before its own send, which ends within the render and send
+        #: timeouts: with the lease longer than twice the send timeout plus the render
+        #: timeout (a settings rule), no lease runs out.
         self.send_queue = SendQueue(
             concurrency=self.concurrency,
-            deadlines=Deadlines(send_timeout),
+            # A backstop: the provider's own deadline and the render budget end it first.
+            deadlines=Deadlines(send_timeout + render_timeout),
+            # Half a timeout: the rest of the lease's margin is for writing the result.
+            wait_limit=send_timeout / 2,
             send=dispatcher.deliver,
-            timed_out=lambda message: dispatcher.timed_out(message, send_timeout),
+            timed_out=lambda message: dispatcher.timed_out(message, send_timeout + render_timeout),
             finished=self._finished,
+            destination=destination,
+            per_destination=per_destination,
         )
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(channel)
         # A write by the completer can end backpressure as much as a finished send can.
@@ -148,7 +158,7 @@ class Lane:
         backlog = False
         db_failures = 0
         while not self.stopping:
-            free = 2 * concurrency - self.send_queue.busy - len(self.send_queue.waiting)
+            free = 2 * concurrency - self.send_queue.busy - self.send_queue.waiting
             if free <= 0 or (backlog and free < refill) or self._completer_congested():
                 await self._wait_for_slot()
                 continue

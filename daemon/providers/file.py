@@ -54,7 +54,9 @@ class FileEmailProvider(_FileProvider):
         self.reply_to = reply_to
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
-        data = mime.build_email(message, rendered, sender=self.sender, reply_to=self.reply_to)
+        data = mime.build_email(
+            message, rendered, sender=self.sender, reply_to=self.reply_to, utf8=True
+        )
         self._write(f"{message.id}.eml", data)
         return Receipt(self.name, mime.message_id(message, mime.sender_domain(self.sender)))
 

@@ -327,6 +327,14 @@ class WorkerSettings(_Section):
     poll_interval: float = Field(
         5.0, gt=0, description="Seconds between polls when no NOTIFY arrives."
     )
+    render_timeout: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "Seconds one message's templates may take to render; over it, the message "
+            "fails for good (a runaway template)."
+        ),
+    )
     grace_seconds: float = Field(
         30.0, ge=0, description="On shutdown, how long in-flight sends may take to finish."
     )

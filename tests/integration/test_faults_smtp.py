@@ -1,0 +1,97 @@
+"""Faults of SMTP servers, against real ``outboxd run`` processes: a server that stalls
+after taking a message, and a destination much slower than the others."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.integration.aws_fake import free_port
+from tests.integration.daemon_helpers import welcome_backlog
+from tests.integration.fault_servers import StallingServer
+
+
+def daemon_env(database_url: str, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env.update(
+        OUTBOXD_DATABASE_URL=database_url, OUTBOXD_DATA_DIR=str(tmp_path / "data"),
+        OUTBOXD_EMAIL__PROVIDER="smtp", OUTBOXD_SMTP__HOST="127.0.0.1",
+        OUTBOXD_SMTP__PORT=str(port), OUTBOXD_SMS__PROVIDER="null",
+        OUTBOXD_HTTP__ENABLED="false", OUTBOXD_WORKER__POLL_INTERVAL="0.3",
+        OUTBOXD_WORKER__REAP_INTERVAL="0.3", OUTBOXD_WORKER__RETRY_BASE_SECONDS="0.1",
+        OUTBOXD_WORKER__RETRY_MAX_SECONDS="0.5", OUTBOXD_LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    env.update(extra)
+    return env
+
+
+def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run"], env=env, stdout=out, stderr=out
+        )
+
+
+def serve(handler: object) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+async def wait_for_status(pool: asyncpg.Pool, status: str, count: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        n = await pool.fetchval("SELECT count(*) FROM outbox.message WHERE status = $1", status)
+        if n >= count:
+            return
+        assert time.monotonic() < deadline, f"only {n} of {count} {status}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_stalling_server_never_makes_a_lease_run_out_or_a_duplicate(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    # Two daemons, a 2 s send timeout and the shortest lease the settings allow (more
+    # than 2 x 2 s + the 0.5 s render budget). The server takes each of the first 30
+    # messages and stalls 8 s before answering. Before: rows queued behind the stalled
+    # sends outlived their lease, the other daemon reclaimed them, both sent them, and
+    # the server's answer, once it stopped stalling, made a second delivery.
+    total, stalls, timeout = 60, 30, 2.0
+    server = StallingServer(stall=8, stalls=stalls)
+    ports = serve(server)
+    port = next(ports)
+    await welcome_backlog(pool, total)
+    env = daemon_env(
+        database_url, tmp_path, port, OUTBOXD_SMTP__TIMEOUT=str(timeout),
+        OUTBOXD_WORKER__LEASE_SECONDS="5", OUTBOXD_SMTP__POOL_SIZE="4",
+    )  # fmt: skip
+    logs = [tmp_path / f"daemon{i}.log" for i in range(2)]
+    daemons = [start_daemon(env, log) for log in logs]
+    try:
+        await wait_for_status(pool, "sent", total, within=90)
+    finally:
+        for proc in daemons:
+            proc.terminate()
+        codes = [proc.wait(30) for proc in daemons]
+        next(ports, None)
+    assert codes == [0, 0]
+    assert len(server.waited) == stalls
+    assert max(server.waited) < timeout + 0.5, sorted(server.waited)[-5:]  # cut at the timeout
+    assert len(server.delivered) == total
+    assert set(server.delivered.values()) == {1}, server.delivered.most_common(3)
+    text = "".join(log.read_text() for log in logs)
+    assert "lease expired" not in text and "lease had expired" not in text
