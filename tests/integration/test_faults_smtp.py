@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 
 from tests.integration.aws_fake import free_port
 from tests.integration.daemon_helpers import welcome_backlog
-from tests.integration.fault_servers import StallingServer
+from tests.integration.fault_servers import DomainPacedServer, StallingServer
 
 
 def daemon_env(database_url: str, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
@@ -95,3 +95,64 @@ async def test_a_stalling_server_never_makes_a_lease_run_out_or_a_duplicate(
     assert set(server.delivered.values()) == {1}, server.delivered.most_common(3)
     text = "".join(log.read_text() for log in logs)
     assert "lease expired" not in text and "lease had expired" not in text
+
+
+async def _enqueue(pool: asyncpg.Pool, recipients: list[str]) -> None:
+    await pool.execute(
+        "INSERT INTO outbox.message (channel, recipient, template, context) "
+        'SELECT \'email\', r, \'welcome\', \'{"name": "U", "login_url": "https://x.example"}\' '
+        "FROM unnest($1::text[]) AS r",
+        recipients,
+    )
+
+
+def _fast_rate(server: DomainPacedServer, since: float, count: int) -> float:
+    """Fast messages per second from ``since`` until the ``count``-th was delivered (or
+    the last one so far)."""
+    times = sorted(t for rcpt, t in server.delivered if t >= since and "@slow." not in rcpt)
+    times = times[:count]
+    return len(times) / max(times[-1] - since, 1e-3) if times else 0.0
+
+
+@pytest.mark.slow
+async def test_a_slow_destination_leaves_the_others_most_of_their_rate(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    # One relay that takes 5 s per message for slow.example and no time for the rest.
+    # Measured in one run: the fast domains' rate alone, then with a tenth of the traffic
+    # going to the slow one. Before: one pool of 8 connections shared by every domain,
+    # and the fast rate fell to about a tenth of its own (measured: 190/s alone, 22/s).
+    server = DomainPacedServer(slow_domain="slow.example", delay=5.0)
+    ports = serve(server)
+    port = next(ports)
+    env = daemon_env(
+        database_url, tmp_path, port, OUTBOXD_SMTP__TIMEOUT="10", OUTBOXD_LOG_LEVEL="ERROR",
+        OUTBOXD_WORKER__POLL_INTERVAL="0.5",
+    )  # fmt: skip
+    proc = start_daemon(env, tmp_path / "daemon.log")
+    fast = [f"user{i}@fast{i % 9}.example" for i in range(900)]
+    try:
+        # Warm up (connections, caches), then the fast domains alone.
+        await _enqueue(pool, fast[:100])
+        await wait_for_status(pool, "sent", 100, within=60)
+        alone_since = time.monotonic()
+        await _enqueue(pool, fast[100:500])
+        await wait_for_status(pool, "sent", 500, within=60)
+        alone = _fast_rate(server, alone_since, 400)
+        # Then a tenth of the traffic to the slow domain, queued ahead of the fast mail.
+        mixed_since = time.monotonic()
+        await _enqueue(pool, [f"user{i}@slow.example" for i in range(45)] + fast[500:900])
+        deadline = time.monotonic() + 30
+        while _fast_rate(server, mixed_since, 400) * (time.monotonic() - mixed_since) < 400:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        mixed = _fast_rate(server, mixed_since, 400)
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        next(ports, None)
+    print(f"fast rate alone {alone:.0f}/s, beside a slow destination {mixed:.0f}/s "
+          f"({mixed / alone:.0%})")  # fmt: skip
+    assert code == 0
+    assert mixed >= 0.5 * alone, (alone, mixed)
