@@ -17,18 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from daemon import db, keys, metrics, providers, sdnotify
+from daemon import db, keys, metrics, sdnotify, wiring
 from daemon.campaigns import loops as campaign_loops
-from daemon.campaigns.links import ConfirmLinks
 from daemon.campaigns.tracking import Tracker
 from daemon.delivery.completer import Completer
-from daemon.delivery.dispatch import Dispatcher, Finisher, LinkBuilder
+from daemon.delivery.dispatch import Finisher, LinkBuilder
 from daemon.delivery.lane import Lane
 from daemon.delivery.links import Links
-from daemon.delivery.person_links import PersonLinks
 from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
-from daemon.delivery.render import Renderer
 from daemon.delivery.render_threads import RenderThreads
 from daemon.delivery.wakeup import WakeupListener
 from daemon.http import app as http_app
@@ -36,10 +33,7 @@ from daemon.http.state import ServiceState
 from daemon.people import loops as people_loops
 from daemon.people.profiles import PeopleStore
 from daemon.providers.base import Provider
-from daemon.providers.inapp import InappProvider
 from daemon.settings import Settings
-from outbox import errors
-from outbox.models import Channel
 from outbox.store import Completion, Store
 
 logger = logging.getLogger(__name__)
@@ -83,7 +77,10 @@ class Daemon:
         self.store: Store | None = None
         self.listener: WakeupListener | None = None
         self.limiters: dict[str, RateLimiter] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        #: Rate back-offs recorded in the background (awaited at shutdown).
+        self.throttles = wiring.Throttles(self.limiters)
+        #: The supervised loops (liveness: none may end before the daemon stops).
+        self._loops: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
         self.stopping = asyncio.Event()
         self.completion_listeners: list[Callable[[Sequence[Completion]], None]] = []
@@ -116,7 +113,27 @@ class Daemon:
             heartbeat_age=self.heartbeat_age,
             paused=lambda: self.paused,
             dsn=self.dsn,
+            stalled_channels=self.stalled_channels,
+            liveness=self.liveness_problems,
         )
+
+    def stalled_channels(self) -> dict[str, float]:
+        """Channels with sends in flight and no message reaching an end for long."""
+        stalled = {c: lane.stalled_for() for c, lane in self.lanes.items()}
+        return {c: age for c, age in stalled.items() if age is not None}
+
+    def liveness_problems(self) -> list[str]:
+        """A supervised loop that has ended, or results that have waited long unwritten."""
+        reasons = [
+            f"loop {task.get_name()} has stopped"
+            for task in self._loops
+            if task.done() and not self.stopping.is_set()
+        ]
+        limit = max(self.settings.worker.poll_interval * 6, 60.0)
+        unwritten = self.completer.unwritten_for() if self.completer is not None else 0.0
+        if unwritten > limit:
+            reasons.append(f"results waiting unwritten for {unwritten:.0f}s")
+        return reasons
 
     def _on_paused(self, channel: str, reason: str) -> None:
         self.lanes[channel].pause(reason)
@@ -125,38 +142,6 @@ class Daemon:
     def paused(self) -> dict[str, str]:
         """Channels whose circuit is open, with the provider's reason."""
         return {c: lane.pause_reason for c, lane in self.lanes.items() if lane.pause_reason}
-
-    def _on_throttled(self, channel: str) -> None:
-        limiter = self.limiters.get(channel)
-        if limiter is None:
-            return
-        task = asyncio.create_task(self._backoff(limiter))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    @staticmethod
-    async def _backoff(limiter: RateLimiter) -> None:
-        try:
-            await limiter.throttled()
-        except errors.DatabaseError as exc:
-            logger.warning("could not record throttling: %s", exc)
-
-    async def _limiter(self, store: Store, channel: str, provider: Provider) -> RateLimiter | None:
-        """The channel's cluster-wide limiter: the configured rate, else the provider's.
-        In-app items are rows in our own database: no limit but the completer's pace."""
-        rates = {"email": self.settings.email.rate, "sms": self.settings.sms.rate}
-        rate = rates.get(channel, 0.0)
-        if not rate:
-            account_rate = getattr(provider, "max_send_rate", None)
-            if account_rate is not None:
-                rate = await account_rate() or 0.0
-                if rate:
-                    logger.info("%s: using the account's max send rate %.1f/s", channel, rate)
-        if not rate:
-            return None
-        limiter = RateLimiter(store, channel, rate)
-        await limiter.start()
-        return limiter
 
     def _wake_all(self) -> None:
         for lane in self.lanes.values():
@@ -181,60 +166,26 @@ class Daemon:
                     extra={"action": "start"},
                 )  # fmt: skip
 
-            channel_providers: dict[str, Provider] = {
-                Channel.EMAIL.value: self.provider_overrides.get("email")
-                or providers.build_email(settings),
-                Channel.SMS.value: self.provider_overrides.get("sms")
-                or providers.build_sms(settings),
-                Channel.INAPP.value: self.provider_overrides.get("inapp") or InappProvider(),
-            }
-            for provider in channel_providers.values():
-                await provider.open()
-                stack.push_async_callback(provider.close)
-
-            renderer = Renderer.from_settings(settings)
+            channel_providers = await wiring.open_providers(
+                settings, self.provider_overrides, stack
+            )
             render_threads = RenderThreads(settings.worker.render_timeout)
             stack.callback(render_threads.close)
             self.completer = completer = Completer(store, self.worker_id)
             completer.listeners.extend(self.completion_listeners)
-            dispatcher = Dispatcher(
-                renderer=renderer,
-                providers=channel_providers,
-                worker=settings.worker,
-                on_paused=self._on_paused,
-                on_throttled=self._on_throttled,
-                links=ConfirmLinks(
-                    PersonLinks(
-                        self.links,
-                        public_url=settings.links_base_url,
-                        keys=self.signing_keys,
-                        mailto=settings.email.list_unsubscribe_mailto,
-                    ),
-                    public_url=settings.links_base_url,
-                    keys=self.signing_keys,
-                    ttl_seconds=settings.campaigns.confirm_token_days * 86400,
-                ),
-                finish=self.tracker,
-                render_threads=render_threads,
-            )
+            dispatcher = wiring.dispatcher(
+                settings, channel_providers, links=self.links, keys=self.signing_keys,
+                finish=self.tracker, render_threads=render_threads,
+                on_paused=self._on_paused, on_throttled=self.throttles.on_throttled,
+            )  # fmt: skip
             for channel, provider in channel_providers.items():
-                limiter = await self._limiter(store, channel, provider)
+                limiter = await wiring.limiter(settings, store, channel, provider)
                 if limiter is not None:
                     self.limiters[channel] = limiter
-                self.lanes[channel] = Lane(
-                    channel,
-                    store=store,
-                    dispatcher=dispatcher,
-                    completer=completer,
-                    worker=settings.worker,
-                    worker_id=self.worker_id,
-                    send_timeout=settings.send_timeout(channel),
-                    render_timeout=settings.worker.render_timeout,
-                    limiter=limiter,
-                    concurrency=getattr(provider, "max_in_flight", None),
-                    destination=getattr(provider, "destination", None),
-                    per_destination=getattr(provider, "per_destination", None),
-                )
+                self.lanes[channel] = wiring.lane(
+                    settings, channel, provider, store=store, dispatcher=dispatcher,
+                    completer=completer, worker_id=self.worker_id, limiter=limiter,
+                )  # fmt: skip
             reaper = Reaper(
                 store, settings.worker, gauges=settings.http.enabled and not until_empty
             )
@@ -256,20 +207,23 @@ class Daemon:
             self.started.set()
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(completer.run(), name="completer")
-                    group.create_task(reaper.run(), name="reaper")
-                    group.create_task(listener.run(), name="listener")
-                    group.create_task(self._watchdog(), name="watchdog")
+                    loops = self._loops
+                    loops.append(group.create_task(completer.run(), name="completer"))
+                    loops.append(group.create_task(reaper.run(), name="reaper"))
+                    loops.append(group.create_task(listener.run(), name="listener"))
+                    loops.append(group.create_task(self._watchdog(), name="watchdog"))
                     side_loops = {
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
                     }
                     for name, loop in side_loops.items():
-                        group.create_task(loop(self.stopping), name=name)
+                        loops.append(group.create_task(loop(self.stopping), name=name))
                     lane_tasks = [
                         group.create_task(lane.run(until_empty=until_empty), name=f"lane-{name}")
                         for name, lane in self.lanes.items()
                     ]
+                    if not until_empty:
+                        loops.extend(lane_tasks)
                     group.create_task(
                         self._shutdown(lane_tasks, reaper, until_empty), name="shutdown"
                     )
@@ -303,6 +257,7 @@ class Daemon:
                 grace,
                 extra={"action": "stop"},
             )
+        await self.throttles.wait(grace=2.0)
         assert self.completer is not None
         self.completer.stop()
         reaper.stop()

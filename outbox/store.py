@@ -15,6 +15,7 @@ import asyncpg
 
 from outbox import errors, sql
 from outbox.models import InboxItem, Message, Priority, Status
+from outbox.text import db_json, db_text
 
 #: Where a claim scan of one priority stopped: (not_before, id) of the last row it took.
 ClaimPosition = tuple[datetime, int]
@@ -30,6 +31,8 @@ DRIVER_ERRORS = (
     OSError,
     TimeoutError,
 )
+#: SQLSTATE classes of values the database refuses: data exceptions, integrity violations.
+_REFUSED = ("22", "23")
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +40,17 @@ async def _translated(action: str) -> AsyncIterator[None]:
     try:
         yield
     except DRIVER_ERRORS as exc:
-        raise errors.DatabaseError(f"{action}: {type(exc).__name__}: {exc}") from exc
+        reason = f"{action}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in _REFUSED:
+            raise errors.StatementRefused(reason) from exc
+        raise errors.DatabaseError(reason) from exc
+
+
+def _clean_json(data: str) -> str | None:
+    # JSON text for a jsonb argument: escapes (\u0000, \udcff) are what jsonb refuses.
+    if "\\u" in data:
+        return json.dumps(db_json(json.loads(data)), ensure_ascii=False)
+    return db_text(data, None)
 
 
 class Completion(NamedTuple):
@@ -155,9 +168,9 @@ class Store:
             ids.append(c.message_id)
             attempts.append(c.attempts)
             statuses.append(c.status.value)
-            errs.append(c.error)
-            providers.append(c.provider)
-            provider_ids.append(c.provider_message_id)
+            errs.append(db_text(c.error))
+            providers.append(db_text(c.provider))
+            provider_ids.append(db_text(c.provider_message_id))
             delays.append(c.retry_delay)
             refunds.append(1 if c.refund else 0)
         result = await db.execute(sql.get("complete_many"), *columns, worker)
@@ -180,10 +193,10 @@ class Store:
             notifications.append(item.notification_id)
             categories.append(item.category)
             priorities.append(item.priority)
-            titles.append(item.title)
-            bodies.append(item.body)
-            urls.append(item.url)
-            data.append(item.data)
+            titles.append(db_text(item.title, None))
+            bodies.append(db_text(item.body, None))
+            urls.append(db_text(item.url, None))
+            data.append(item.data if item.data is None else _clean_json(item.data))
         row = await db.fetchrow(sql.get("complete_inbox"), ids, attempts, worker, *columns[2:])
         assert row is not None
         return int(row["written"])

@@ -101,6 +101,11 @@ class Lane:
         self._wake_at: float | None = None
         #: Monotonic time of the last successful claim query (readiness, watchdog).
         self.heartbeat = time.monotonic()
+        #: Sends that neither finish nor fail for this long mean no progress (readiness).
+        self.progress_bound = max(2 * (send_timeout + render_timeout), 5.0)
+        # The first claim since a message last reached an end (sent, failed, ...): a
+        # tarpit keeps sends in flight and this ever older.
+        self._busy_since: float | None = None
         self.breaker = CircuitBreaker(channel, worker.pause_seconds)
         #: Per priority, where the next claim's scan starts; empty: from the head.
         self._after: dict[int, ClaimPosition] = {}
@@ -197,6 +202,8 @@ class Lane:
                 await self._give_back(want - len(messages))
             if messages:
                 metrics.CLAIMED.labels(self.channel).inc(len(messages))
+                if self._busy_since is None:
+                    self._busy_since = time.monotonic()
                 self.send_queue.add(messages)
             backlog = len(messages) == want
             if backlog:
@@ -257,7 +264,17 @@ class Lane:
     def _completer_congested(self) -> bool:
         return self.completer.backlog > self.concurrency * _COMPLETER_BACKLOG_PER_SLOT
 
+    def stalled_for(self) -> float | None:
+        """While sends are in flight: seconds since the first claim after a message last
+        reached an end, when longer than :attr:`progress_bound`; else None."""
+        if self._busy_since is None or not self.send_queue.busy:
+            return None
+        age = time.monotonic() - self._busy_since
+        return age if age > self.progress_bound else None
+
     def _finished(self, completion: Completion) -> None:
+        if completion.status is not Status.PENDING:
+            self._busy_since = None
         if completion.status is Status.PENDING:
             self.wake_in(completion.retry_delay + 0.05)
         elif completion.status is Status.SENT:

@@ -240,6 +240,11 @@ class SmtpProvider(ProviderBase):
             client = await self._connect(deadline)
         options: list[str] = []
         if not data:  # the local part needs SMTPUTF8
+            if client.is_ehlo_or_helo_needed:  # what the server offers comes with EHLO
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
             if not client.supports_extension("smtputf8"):
                 self._keep(place, client)
                 deadline.client = None

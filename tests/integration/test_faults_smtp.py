@@ -4,6 +4,7 @@ after taking a message, and a destination much slower than the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
@@ -156,3 +158,69 @@ async def test_a_slow_destination_leaves_the_others_most_of_their_rate(
           f"({mixed / alone:.0%})")  # fmt: skip
     assert code == 0
     assert mixed >= 0.5 * alone, (alone, mixed)
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status, await response.text()
+
+
+def http_env(env: dict[str, str]) -> tuple[dict[str, str], int]:
+    """``env`` with the HTTP servers on; the admin port."""
+    admin = free_port()
+    env.update(
+        OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(free_port()),
+        OUTBOXD_HTTP__ADMIN_PORT=str(admin),
+    )  # fmt: skip
+    return env, admin
+
+
+async def wait_ready(admin: int, proc: subprocess.Popen[bytes], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        assert proc.poll() is None, "the daemon exited"
+        with contextlib.suppress(aiohttp.ClientError):
+            if (await _get(admin, "/healthz"))[0] == 200:
+                return
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_a_tarpit_makes_the_daemon_not_ready(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    # Every send is taken and never answered. Before: /readyz said 200 for minutes
+    # while nothing was delivered.
+    server = StallingServer(stall=600, stalls=1_000_000)
+    ports = serve(server)
+    port = next(ports)
+    env, admin = http_env(
+        daemon_env(
+            database_url,
+            tmp_path,
+            port,
+            OUTBOXD_SMTP__TIMEOUT="2",
+            OUTBOXD_WORKER__LEASE_SECONDS="5",
+        )
+    )
+    proc = start_daemon(env, tmp_path / "daemon.log")
+    try:
+        await wait_ready(admin, proc)
+        assert (await _get(admin, "/readyz"))[0] == 200
+        await welcome_backlog(pool, 50)
+        deadline = time.monotonic() + 30
+        while (answer := await _get(admin, "/readyz"))[0] == 200:
+            assert time.monotonic() < deadline, "still ready in a tarpit"
+            await asyncio.sleep(0.5)
+        status, text = answer
+        assert status == 503 and "no message delivered or failed" in text, text
+        assert (await _get(admin, "/healthz"))[0] == 200  # alive: no reason to restart it
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        next(ports, None)
+    assert code == 0
