@@ -81,6 +81,10 @@ def locale_candidates(locale: str | None) -> list[str]:
     return candidates
 
 
+#: Largest integer a template may make with ``**`` (in bits), and the longest string or
+#: list with ``*``: far beyond any message, short of a second of CPU.
+_MAX_RESULT_BITS = 100_000
+_MAX_REPEATED = 10_000_000
 #: Names that ``obj.name`` finds on a plain dict as attributes (its methods).
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
@@ -96,6 +100,23 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
       AttributeError. For a name that is not a dict attribute the answer is always the
       key, so it is looked up directly (10 exceptions fewer per ``welcome``).
     """
+
+    # Operators whose one step can run long in C, out of reach of the render budget
+    # (which stops Python code only between bytecodes): ``'x' * 10**10``, ``9**9**9``.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+                if right > 0 and right * left.bit_length() > _MAX_RESULT_BITS:
+                    raise jinja2.exceptions.SecurityError("the power is too large")
+            return left**right
+        if isinstance(right, int) and isinstance(left, str | list | tuple):
+            left, right = right, left
+        if isinstance(left, int) and isinstance(right, str | list | tuple):
+            if left * len(right) > _MAX_REPEATED:
+                raise jinja2.exceptions.SecurityError("the repeated sequence is too long")
+        return left * right
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         return {**self.globals, **(d or {})}
