@@ -241,6 +241,7 @@ class Daemon:
         else:
             await self.stopping.wait()
         self.stopping.set()
+        stop_began = time.monotonic()
         for lane in self.lanes.values():
             lane.stop()
         grace = self.settings.worker.grace_seconds
@@ -259,7 +260,8 @@ class Daemon:
             )
         await self.throttles.wait(grace=2.0)
         assert self.completer is not None
-        self.completer.stop()
+        # Bounded: with the database down, the results left are the reaper's to return.
+        self.completer.stop(give_up_after=max(stop_began + grace - time.monotonic(), 5.0))
         reaper.stop()
         assert self.listener is not None
         self.listener.stop()

@@ -45,6 +45,8 @@ class Completer:
         # Since when the oldest result waiting was added, or the last write that left
         # some waiting ended: how long results have waited with no write (liveness).
         self._waiting_since: float | None = None
+        #: Once stopping: when to give up writing (the database is down); None: never.
+        self._give_up_at: float | None = None
 
     @property
     def backlog(self) -> int:
@@ -71,9 +73,12 @@ class Completer:
                 await self._wakeup.wait()
                 continue
             batch = self._pending[:limit]
+            if self._gave_up():
+                return
             try:
                 # Shielded: a cancelled daemon still finishes the write it started.
-                written = await asyncio.shield(self.store.complete_many(batch, self.worker_id))
+                async with asyncio.timeout(self._time_left()):
+                    written = await asyncio.shield(self.store.complete_many(batch, self.worker_id))
             except errors.StatementRefused as exc:
                 if len(batch) > 1:
                     limit = len(batch) // 2
@@ -87,14 +92,14 @@ class Completer:
                 )  # fmt: skip
                 limit = self.max_batch
                 continue
-            except errors.DatabaseError as exc:
+            except (errors.DatabaseError, TimeoutError) as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
                 logger.warning(
                     "could not write %d results, retrying in %.1fs: %s",
                     len(batch), delay, exc, extra={"action": "complete"},
                 )  # fmt: skip
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, self._time_left() or delay))
                 continue
             failures = 0
             limit = self.max_batch
@@ -116,10 +121,31 @@ class Completer:
         since = self._waiting_since
         return 0.0 if since is None or not self._pending else time.monotonic() - since
 
-    def stop(self) -> None:
-        """Finish writing what is pending, then return from :meth:`run`."""
+    def stop(self, give_up_after: float | None = None) -> None:
+        """Finish writing what is pending, then return from :meth:`run`; with
+        ``give_up_after``, return after that many seconds even if the database is down
+        (the rows not written keep their lease, and the reaper returns them)."""
         self._stopping = True
+        if give_up_after is not None:
+            self._give_up_at = time.monotonic() + give_up_after
         self._wakeup.set()
+
+    def _time_left(self) -> float | None:
+        if self._give_up_at is None:
+            return None
+        return max(self._give_up_at - time.monotonic(), 0.01)
+
+    def _gave_up(self) -> bool:
+        if self._give_up_at is None or time.monotonic() < self._give_up_at:
+            return False
+        logger.error(
+            "stopping without writing %d results: the database did not answer in time; "
+            "their rows are retried when their leases expire",
+            len(self._pending), extra={"action": "complete"},
+        )  # fmt: skip
+        self._pending.clear()
+        self._idle.set()
+        return True
 
     async def wait_idle(self) -> None:
         """Wait until every result added so far has been written."""
