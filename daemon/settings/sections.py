@@ -342,7 +342,10 @@ class WorkerSettings(_Section):
     pause_seconds: float = Field(
         60.0,
         gt=0,
-        description="A paused channel (e.g. SES sending paused) probes again after this.",
+        description=(
+            "A paused channel (e.g. SES sending paused, a full disk) probes again after an "
+            "eighth of this, then twice as long after each failed probe, up to this."
+        ),
     )
     retention_days: float | None = Field(
         None, gt=0, description="Purge finished messages older than this; unset = keep."
