@@ -19,6 +19,9 @@ from outbox.text import db_json, db_text
 
 #: Where a claim scan of one priority stopped: (not_before, id) of the last row it took.
 ClaimPosition = tuple[datetime, int]
+#: A template context larger than this (decoded) is a bug in the application, not a
+#: message: the claim does not even fetch it, and the daemon fails its row.
+MAX_CONTEXT_BYTES = 256 * 1024
 #: Claim order: highest priority first.
 _PRIORITIES = sorted((int(p) for p in Priority), reverse=True)
 
@@ -106,6 +109,7 @@ class Store:
                 _PRIORITIES,
                 [p[0] if p else None for p in positions],
                 [p[1] if p else None for p in positions],
+                MAX_CONTEXT_BYTES,
             )
         messages = [Message.from_record(row) for row in rows]
         if any(m.recipient_key is not None for m in messages):

@@ -4,12 +4,15 @@
 -- schema_versions() --
 SELECT version FROM outbox.schema_migration ORDER BY version
 
--- claim_batch(channel, limit, worker, lease_seconds, priorities, after_not_before, after_id) --
+-- claim_batch(channel, limit, worker, lease_seconds, priorities, after_not_before, after_id, max_context_bytes) --
 -- Claims due pending rows in priority order, then not_before, id. Each priority's scan
 -- starts after the position where the caller's previous claim of it ended ($6, $7; NULL
 -- scans from the head), so claims do not walk the index entries of rows already claimed,
 -- which a long transaction elsewhere keeps from being cleaned up. The suppression and
 -- preference checks ride along so the daemon needs no second round trip.
+-- A context is measured as the daemon would decode it (a compressed value's stored size
+-- says little: 20 MB of repetitive JSON compresses below any limit); one larger than
+-- $8 bytes is not sent at all (NULL), and the daemon fails its row.
 WITH picked AS (
     SELECT next.id
       FROM unnest($5::smallint[], $6::timestamptz[], $7::bigint[])
@@ -34,9 +37,18 @@ WITH picked AS (
            updated_at = now()
      -- By primary key: a join would hash the whole table for every claim.
      WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
+    RETURNING m.id, m.channel, m.recipient, m.template,
+              CASE WHEN CASE WHEN pg_column_compression(m.context) IS NULL
+                             THEN pg_column_size(m.context)
+                             ELSE octet_length(m.context::text) END <= $8
+                   THEN m.context END AS context,
+              m.category, m.priority,
               m.locale, m.tags, m.attempts, m.expires_at, m.created_at, m.not_before,
-              pg_column_size(m.context) AS context_bytes, m.notification_id,
+              -- Uncompressed: its stored size is its size; compressed: decoded, as text.
+              CASE WHEN pg_column_compression(m.context) IS NULL
+                   THEN pg_column_size(m.context)
+                   ELSE octet_length(m.context::text) END AS context_bytes,
+              m.notification_id,
               -- A person's row (outbox.notify): Store.claim looks the people up in one
               -- more query, claim_people, only when a claim has such rows. An in-app
               -- row's recipient is the person's key, whoever inserted it.

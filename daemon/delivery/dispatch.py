@@ -20,12 +20,10 @@ from daemon.providers.base import Provider
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.models import Channel, Message, Rendered, Status
-from outbox.store import Completion
+from outbox.store import MAX_CONTEXT_BYTES, Completion
 
 logger = logging.getLogger(__name__)
 
-#: A template context larger than this is a bug in the application, not a message.
-MAX_CONTEXT_BYTES = 256 * 1024
 
 #: Builds the extra template context and email headers for a message (unsubscribe links).
 LinkBuilder = Callable[[Message], tuple[Mapping[str, Any], Mapping[str, str]]]
@@ -157,7 +155,7 @@ class Dispatcher:
             )
         if message.context_bytes > MAX_CONTEXT_BYTES:
             raise errors.PermanentError(
-                f"context is {message.context_bytes} bytes stored, more than the "
+                f"context is {message.context_bytes} bytes decoded, more than the "
                 f"{MAX_CONTEXT_BYTES // 1024} KiB limit"
             )
         _VALIDATORS[message.channel](message.recipient)
