@@ -225,6 +225,7 @@ class Store:
             events = await self.pool.execute(
                 sql.get("purge_events"), float(older_than_seconds), limit
             )
+            await self.pool.execute(sql.get("purge_payloads"), float(older_than_seconds), limit)
         return int(messages.rsplit(" ", 1)[-1]), int(events.rsplit(" ", 1)[-1])
 
     async def purge_inbox(self, older_than_seconds: float, limit: int = 1000) -> int:
@@ -345,6 +346,7 @@ QUERY_NAMES = (
     "reap_expired_leases",
     "purge_messages",
     "purge_events",
+    "purge_payloads",
     "purge_inbox",
     "requeue_ids",
     "requeue_matching",

@@ -238,6 +238,16 @@ WITH doomed AS (
 )
 DELETE FROM outbox.event WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 
+-- purge_payloads(older_than_seconds, limit) --
+-- Shared notifications no event points to any more.
+WITH doomed AS (
+    SELECT p.id FROM outbox.feedback_payload p
+     WHERE p.created_at < now() - make_interval(secs => $1)
+       AND NOT EXISTS (SELECT 1 FROM outbox.event e WHERE e.payload_id = p.id)
+     LIMIT $2
+)
+DELETE FROM outbox.feedback_payload WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+
 -- purge_inbox(older_than_seconds, limit) --
 -- In-app items read or archived longer ago than the retention (inbox_retention_idx).
 WITH doomed AS (
@@ -396,12 +406,27 @@ UPDATE outbox.rate_bucket
    AND factor_at < clock_timestamp() - interval '1 second'
 RETURNING factor
 
--- record_event(source, source_id, event_type, subtype, provider_message_id, recipient, payload, occurred_at) --
+-- store_payload(digest, payload) --
+-- A notification shared by several events, stored once; its id (the same for a redelivery).
+WITH new AS (
+    INSERT INTO outbox.feedback_payload (digest, payload)
+    VALUES ($1, $2::jsonb)
+    ON CONFLICT (digest) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM new
+UNION ALL
+SELECT id FROM outbox.feedback_payload WHERE digest = $1
+LIMIT 1
+
+-- record_event(source, source_id, event_type, subtype, provider_message_id, recipient, payload, occurred_at, payload_id) --
 -- Stores one feedback event once (deduplicated by its source id); returns nothing when it
 -- was seen before. The event is linked to our message only if that message went to the
--- recipient the event names: feedback about anyone else is kept, but unlinked.
+-- recipient the event names: feedback about anyone else is kept, but unlinked. An event
+-- of a notification shared with others points to it ($9) instead of copying it.
 INSERT INTO outbox.event
-    (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at)
+    (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at,
+     payload_id)
 SELECT (SELECT m.id
           FROM outbox.message m
          WHERE m.provider_message_id = $5
@@ -410,7 +435,7 @@ SELECT (SELECT m.id
                    = outbox.normalize_recipient(m.channel, $6::text))
          ORDER BY m.id DESC
          LIMIT 1),
-       $1, $2, $3, $4, $6, $7::jsonb, $8
+       $1, $2, $3, $4, $6, $7::jsonb, $8, $9
 ON CONFLICT (source, source_id, event_type) DO NOTHING
 RETURNING id, message_id
 
