@@ -68,6 +68,6 @@ async def test_a_bounce_for_many_recipients_stores_its_notification_once(
     print(f"bytes written for a {RECIPIENTS}-recipient bounce: {written / 1e6:.1f} MB")
     assert await pool.fetchval("SELECT count(*) FROM outbox.event") == RECIPIENTS
     # Before: a copy of the whole notification per recipient.
-    assert written < 5e6, written
+    assert written < 3e6, written
     shared = await pool.fetchval("SELECT count(DISTINCT payload_id) FROM outbox.event")
     assert shared == 1

@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.integration.daemon_helpers import welcome_backlog
 from tests.integration.test_faults_smtp import daemon_env, start_daemon
 
 
@@ -28,14 +27,25 @@ async def test_a_compressible_20_mb_context_is_refused_without_being_decoded(
 ) -> None:
     # 20 MB of JSON that compresses below the 256 KiB limit on its stored size. Before:
     # the claim fetched and decoded it, and the process grew to ~850 MiB.
-    context = {"name": "U", "login_url": "https://x.example", "blob": "a" * 20_000_000}
+    templates = tmp_path / "templates" / "report"
+    templates.mkdir(parents=True)
+    (templates / "subject.j2").write_text("Your report")
+    (templates / "text.j2").write_text("{{ blob }}")
     big = await pool.fetchval(
         "SELECT outbox.enqueue(channel => 'email', recipient => 'big@example.com', "
-        "template => 'welcome', context => $1::jsonb)",
-        json.dumps(context),
+        "template => 'report', context => $1::jsonb)",
+        json.dumps({"blob": "a" * 20_000_000}),
     )
-    await welcome_backlog(pool, 5)
-    env = daemon_env(database_url, tmp_path, 1, OUTBOXD_EMAIL__PROVIDER="file")
+    for i in range(5):
+        await pool.execute(
+            "SELECT outbox.enqueue(channel => 'email', recipient => $1, template => 'report',"
+            ' context => \'{"blob": "small"}\'::jsonb)',
+            f"u{i}@example.com",
+        )
+    env = daemon_env(
+        database_url, tmp_path, 1, OUTBOXD_EMAIL__PROVIDER="file",
+        OUTBOXD_TEMPLATES_DIR=str(tmp_path / "templates"),
+    )  # fmt: skip
     proc = start_daemon(env, tmp_path / "daemon.log")
     try:
         deadline = time.monotonic() + 60
