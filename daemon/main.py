@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -34,6 +34,7 @@ from daemon.people import loops as people_loops
 from daemon.people.profiles import PeopleStore
 from daemon.providers.base import Provider
 from daemon.settings import Settings
+from outbox import errors
 from outbox.store import Completion, Store
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Daemon:
         self.limiters: dict[str, RateLimiter] = {}
         #: Rate back-offs recorded in the background (awaited at shutdown).
         self.throttles = wiring.Throttles(self.limiters)
+        #: The side loop that failed, if one did (the daemon then stops and exits non-zero).
+        self.crashed: str | None = None
         #: The supervised loops (liveness: none may end before the daemon stops).
         self._loops: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
@@ -209,15 +212,19 @@ class Daemon:
                 async with asyncio.TaskGroup() as group:
                     loops = self._loops
                     loops.append(group.create_task(completer.run(), name="completer"))
-                    loops.append(group.create_task(reaper.run(), name="reaper"))
-                    loops.append(group.create_task(listener.run(), name="listener"))
-                    loops.append(group.create_task(self._watchdog(), name="watchdog"))
-                    side_loops = {
+                    side_loops: dict[str, Coroutine[Any, Any, None]] = {
+                        "reaper": reaper.run(),
+                        "listener": listener.run(),
+                        "watchdog": self._watchdog(),
+                    }
+                    for name, loop in {
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
-                    }
-                    for name, loop in side_loops.items():
-                        loops.append(group.create_task(loop(self.stopping), name=name))
+                    }.items():
+                        side_loops[name] = loop(self.stopping)
+                    for name, coroutine in side_loops.items():
+                        task = group.create_task(self._supervised(name, coroutine), name=name)
+                        loops.append(task)
                     lane_tasks = [
                         group.create_task(lane.run(until_empty=until_empty), name=f"lane-{name}")
                         for name, lane in self.lanes.items()
@@ -229,6 +236,19 @@ class Daemon:
                     )
             finally:
                 self.stopping.set()
+        if self.crashed is not None:
+            raise errors.OutboxError(f"the {self.crashed} loop failed; stopped after draining")
+
+    async def _supervised(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
+        """Run a side loop; should it fail, stop the daemon the graceful way (sends in
+        flight finish and their results are written) rather than cancel everything, and
+        exit non-zero afterwards."""
+        try:
+            await loop
+        except Exception:
+            logger.exception("the %s loop failed: stopping", name, extra={"action": "stop"})
+            self.crashed = self.crashed or name
+            self.request_stop()
 
     async def _shutdown(
         self, lane_tasks: list[asyncio.Task[None]], reaper: Reaper, until_empty: bool
