@@ -86,6 +86,7 @@ class Children:
         self.count = count
         self.procs: list[asyncio.subprocess.Process] = []
         self._terminated = False
+        self._forgotten: set[int] = set()
 
     async def start(self) -> None:
         env = child_environment(os.environ)
@@ -103,7 +104,20 @@ class Children:
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+        self._forget_dead()
         return next(iter(done)).result()
+
+    def _forget_dead(self) -> None:
+        """Drop the live gauges (in flight, heartbeat...) of children that have exited, so
+        /metrics stops adding in what a dead process last wrote."""
+        if METRICS_DIR_VARIABLE not in os.environ:
+            return
+        from prometheus_client import multiprocess
+
+        for proc in self.procs:
+            if proc.returncode is not None and proc.pid not in self._forgotten:
+                multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+                self._forgotten.add(proc.pid)
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         for proc in self.procs:
@@ -122,3 +136,4 @@ class Children:
         except TimeoutError:
             self.signal(signal.SIGKILL)
             await asyncio.gather(*(proc.wait() for proc in self.procs))
+        self._forget_dead()

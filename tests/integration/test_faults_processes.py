@@ -112,3 +112,41 @@ async def test_shutdown_while_the_database_is_down_ends_within_the_grace_period(
             next(ports, None)
     assert took < 3 + 10, took
     assert code is not None
+
+
+@pytest.mark.slow
+async def test_a_dead_child_s_live_gauges_leave_the_metrics(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    # Before: what a killed child last wrote (sends in flight, its heartbeat) was still
+    # added into /metrics while the parent drained.
+    server = StallingServer(stall=30, stalls=1_000)
+    ports = serve(server)
+    port = next(ports)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = daemon_env(
+        database_url, tmp_path, port, OUTBOXD_WORKER__PROCESSES="2", TMPDIR=str(temp),
+        OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(free_port()),
+        OUTBOXD_HTTP__ADMIN_PORT=str(free_port()), OUTBOXD_SMTP__TIMEOUT="20",
+        OUTBOXD_WORKER__LEASE_SECONDS="60", OUTBOXD_WORKER__GRACE_SECONDS="20",
+    )  # fmt: skip
+    await welcome_backlog(pool, 40)
+    proc = start_daemon(env, tmp_path / "daemon.log")
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := _children(proc.pid)) or not list(
+            temp.glob(f"outboxd-metrics-*/gauge_live*_{children[0]}.db")
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        os.kill(children[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while list(temp.glob(f"outboxd-metrics-*/gauge_live*_{children[0]}.db")):
+            assert time.monotonic() < deadline, "the dead child's gauges stayed"
+            await asyncio.sleep(0.1)
+        assert proc.poll() is None  # still draining its own stalled sends meanwhile
+    finally:
+        proc.kill()
+        proc.wait()
+        next(ports, None)
