@@ -131,10 +131,14 @@ class RenderThreads:
 
     def _watch(self) -> None:
         interval = min(max(self.budget / 10, 0.01), 0.1)
-        while not self._stopped.wait(interval):
+        while True:
+            stopped = self._stopped.wait(interval)
             now = time.monotonic()
             with self._lock:
                 for ident, job in self._running.items():
                     if not job.overrun and now - job.started > self.budget:
                         job.overrun = True
                         _raise_in(ident, RenderOverrun)
+                # Closed: still here until no render runs, so that a runaway one ends.
+                if stopped and not self._running:
+                    return
