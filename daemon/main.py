@@ -13,24 +13,22 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from daemon import db, keys, metrics, providers, sdnotify
+from daemon import db, keys, metrics, sdnotify, wiring
 from daemon.campaigns import loops as campaign_loops
-from daemon.campaigns.links import ConfirmLinks
 from daemon.campaigns.tracking import Tracker
 from daemon.delivery.brands import BrandBook
 from daemon.delivery.completer import Completer
-from daemon.delivery.dispatch import Dispatcher, Finisher, LinkBuilder
+from daemon.delivery.dispatch import Finisher, LinkBuilder
 from daemon.delivery.holds import Holds
 from daemon.delivery.lane import Lane
 from daemon.delivery.links import Links
-from daemon.delivery.person_links import PersonLinks
 from daemon.delivery.ratelimit import RateLimiter
 from daemon.delivery.reaper import Reaper
-from daemon.delivery.render import Renderer
+from daemon.delivery.render_threads import RenderThreads
 from daemon.delivery.wakeup import WakeupListener
 from daemon.feedback import sms_receipts
 from daemon.hooks import loops as hook_loops
@@ -39,10 +37,8 @@ from daemon.http.state import ServiceState
 from daemon.people import loops as people_loops
 from daemon.people.profiles import PeopleStore
 from daemon.providers.base import Provider
-from daemon.providers.inapp import InappProvider
 from daemon.settings import Settings
 from outbox import errors
-from outbox.models import Channel
 from outbox.store import Completion, Store
 
 logger = logging.getLogger(__name__)
@@ -88,7 +84,12 @@ class Daemon:
         self.store: Store | None = None
         self.listener: WakeupListener | None = None
         self.limiters: dict[str, RateLimiter] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        #: Rate back-offs recorded in the background (awaited at shutdown).
+        self.throttles = wiring.Throttles(self.limiters)
+        #: The side loop that failed, if one did (the daemon then stops and exits non-zero).
+        self.crashed: str | None = None
+        #: The supervised loops (liveness: none may end before the daemon stops).
+        self._loops: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
         self.stopping = asyncio.Event()
         self.completion_listeners: list[Callable[[Sequence[Completion]], None]] = []
@@ -122,7 +123,27 @@ class Daemon:
             paused=lambda: self.paused,
             dsn=self.settings.listen_dsn(self.dsn),
             listen=self.settings.listen_dsn(self.dsn) is not None,
+            stalled_channels=self.stalled_channels,
+            liveness=self.liveness_problems,
         )
+
+    def stalled_channels(self) -> dict[str, float]:
+        """Channels with sends in flight and no message reaching an end for long."""
+        stalled = {c: lane.stalled_for() for c, lane in self.lanes.items()}
+        return {c: age for c, age in stalled.items() if age is not None}
+
+    def liveness_problems(self) -> list[str]:
+        """A supervised loop that has ended, or results that have waited long unwritten."""
+        reasons = [
+            f"loop {task.get_name()} has stopped"
+            for task in self._loops
+            if task.done() and not self.stopping.is_set()
+        ]
+        limit = max(self.settings.worker.poll_interval * 6, 60.0)
+        unwritten = self.completer.unwritten_for() if self.completer is not None else 0.0
+        if unwritten > limit:
+            reasons.append(f"results waiting unwritten for {unwritten:.0f}s")
+        return reasons
 
     def _on_paused(self, channel: str, reason: str) -> None:
         self.lanes[channel].pause(reason)
@@ -131,38 +152,6 @@ class Daemon:
     def paused(self) -> dict[str, str]:
         """Channels whose circuit is open, with the provider's reason."""
         return {c: lane.pause_reason for c, lane in self.lanes.items() if lane.pause_reason}
-
-    def _on_throttled(self, channel: str) -> None:
-        limiter = self.limiters.get(channel)
-        if limiter is None:
-            return
-        task = asyncio.create_task(self._backoff(limiter))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    @staticmethod
-    async def _backoff(limiter: RateLimiter) -> None:
-        try:
-            await limiter.throttled()
-        except errors.DatabaseError as exc:
-            logger.warning("could not record throttling: %s", exc)
-
-    async def _limiter(self, store: Store, channel: str, provider: Provider) -> RateLimiter | None:
-        """The channel's cluster-wide limiter: the configured rate, else the provider's.
-        In-app items are rows in our own database: no limit but the completer's pace."""
-        rates = {"email": self.settings.email.rate, "sms": self.settings.sms.rate}
-        rate = rates.get(channel, 0.0)
-        if not rate:
-            account_rate = getattr(provider, "max_send_rate", None)
-            if account_rate is not None:
-                rate = await account_rate() or 0.0
-                if rate:
-                    logger.info("%s: using the account's max send rate %.1f/s", channel, rate)
-        if not rate:
-            return None
-        limiter = RateLimiter(store, channel, rate)
-        await limiter.start()
-        return limiter
 
     def _wake_all(self) -> None:
         for lane in self.lanes.values():
@@ -199,56 +188,27 @@ class Daemon:
                     extra={"action": "start"},
                 )  # fmt: skip
 
-            channel_providers: dict[str, Provider] = {
-                Channel.EMAIL.value: self.provider_overrides.get("email")
-                or providers.build_email(settings),
-                Channel.SMS.value: self.provider_overrides.get("sms")
-                or providers.build_sms(settings),
-                Channel.INAPP.value: self.provider_overrides.get("inapp") or InappProvider(),
-            }
-            side_loops = sms_receipts.build(pool, settings, channel_providers)
-            for provider in channel_providers.values():
-                await provider.open()
-                stack.push_async_callback(provider.close)
-
-            renderer = Renderer.from_settings(settings)
+            channel_providers = await wiring.open_providers(
+                settings, self.provider_overrides, stack
+            )
+            receipt_loops = sms_receipts.build(pool, settings, channel_providers)
+            render_threads = RenderThreads(settings.worker.render_timeout)
+            stack.callback(render_threads.close)
             self.completer = completer = Completer(store, self.worker_id)
             completer.listeners.extend(self.completion_listeners)
-            dispatcher = Dispatcher(
-                renderer=renderer,
-                providers=channel_providers,
-                worker=settings.worker,
-                on_paused=self._on_paused,
-                on_throttled=self._on_throttled,
-                links=ConfirmLinks(
-                    PersonLinks(
-                        self.links,
-                        public_url=settings.links_base_url,
-                        keys=self.signing_keys,
-                        mailto=settings.email.list_unsubscribe_mailto,
-                    ),
-                    public_url=settings.links_base_url,
-                    keys=self.signing_keys,
-                    ttl_seconds=settings.campaigns.confirm_token_days * 86400,
-                ),
-                finish=self.tracker,
-                brands=self.brands,
-            )
+            dispatcher = wiring.dispatcher(
+                settings, channel_providers, links=self.links, keys=self.signing_keys,
+                finish=self.tracker, render_threads=render_threads, brands=self.brands,
+                on_paused=self._on_paused, on_throttled=self.throttles.on_throttled,
+            )  # fmt: skip
             for channel, provider in channel_providers.items():
-                limiter = await self._limiter(store, channel, provider)
+                limiter = await wiring.limiter(settings, store, channel, provider)
                 if limiter is not None:
                     self.limiters[channel] = limiter
-                self.lanes[channel] = Lane(
-                    channel,
-                    store=store,
-                    dispatcher=dispatcher,
-                    completer=completer,
-                    worker=settings.worker,
-                    worker_id=self.worker_id,
-                    send_timeout=settings.send_timeout(channel),
-                    limiter=limiter,
-                    concurrency=getattr(provider, "max_in_flight", None),
-                )
+                self.lanes[channel] = wiring.lane(
+                    settings, channel, provider, store=store, dispatcher=dispatcher,
+                    completer=completer, worker_id=self.worker_id, limiter=limiter,
+                )  # fmt: skip
             reaper = Reaper(
                 store, settings.worker, gauges=settings.http.enabled and not until_empty
             )
@@ -279,31 +239,51 @@ class Daemon:
             self.started.set()
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(completer.run(), name="completer")
-                    group.create_task(reaper.run(), name="reaper")
-                    group.create_task(listener.run(), name="listener")
-                    group.create_task(self._watchdog(), name="watchdog")
-                    group.create_task(holds.run(self.stopping), name="holds")
-                    side_loops = {
-                        **side_loops,
+                    loops = self._loops
+                    loops.append(group.create_task(completer.run(), name="completer"))
+                    side_loops: dict[str, Coroutine[Any, Any, None]] = {
+                        "reaper": reaper.run(),
+                        "listener": listener.run(),
+                        "watchdog": self._watchdog(),
+                        "holds": holds.run(self.stopping),
+                    }
+                    for name, loop in {
+                        **receipt_loops,
                         **people_loops.build(pool, settings),
                         **campaign_loops.build(pool, settings),
                         "brands": self.brands.run,
                         **hook_loops.build(
                             pool, settings, dsn=listen_dsn, worker_id=self.worker_id
                         ),
-                    }
-                    for name, loop in side_loops.items():
-                        group.create_task(loop(self.stopping), name=name)
+                    }.items():
+                        side_loops[name] = loop(self.stopping)
+                    for name, coroutine in side_loops.items():
+                        task = group.create_task(self._supervised(name, coroutine), name=name)
+                        loops.append(task)
                     lane_tasks = [
                         group.create_task(lane.run(until_empty=until_empty), name=f"lane-{name}")
                         for name, lane in self.lanes.items()
                     ]
+                    if not until_empty:
+                        loops.extend(lane_tasks)
                     group.create_task(
                         self._shutdown(lane_tasks, reaper, until_empty), name="shutdown"
                     )
             finally:
                 self.stopping.set()
+        if self.crashed is not None:
+            raise errors.OutboxError(f"the {self.crashed} loop failed; stopped after draining")
+
+    async def _supervised(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
+        """Run a side loop; should it fail, stop the daemon the graceful way (sends in
+        flight finish and their results are written) rather than cancel everything, and
+        exit non-zero afterwards."""
+        try:
+            await loop
+        except Exception:
+            logger.exception("the %s loop failed: stopping", name, extra={"action": "stop"})
+            self.crashed = self.crashed or name
+            self.request_stop()
 
     async def _shutdown(
         self, lane_tasks: list[asyncio.Task[None]], reaper: Reaper, until_empty: bool
@@ -316,6 +296,7 @@ class Daemon:
         else:
             await self.stopping.wait()
         self.stopping.set()
+        stop_began = time.monotonic()
         for lane in self.lanes.values():
             lane.stop()
         grace = self.settings.worker.grace_seconds
@@ -332,8 +313,10 @@ class Daemon:
                 grace,
                 extra={"action": "stop"},
             )
+        await self.throttles.wait(grace=2.0)
         assert self.completer is not None
-        self.completer.stop()
+        # Bounded: with the database down, the results left are the reaper's to return.
+        self.completer.stop(give_up_after=max(stop_began + grace - time.monotonic(), 5.0))
         reaper.stop()
         assert self.listener is not None
         self.listener.stop()

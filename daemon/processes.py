@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
@@ -51,6 +53,22 @@ def shared_metrics() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+#: prctl(2) option: the signal the kernel sends us when our parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM (a graceful stop) when the parent process dies, even
+    by SIGKILL; a parent already gone by now means stop at once. Linux only: elsewhere the
+    parent's own shutdown is all there is."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            logger.warning("cannot ask to die with the parent: errno %d", ctypes.get_errno())
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
     env = dict(parent)
     env.pop("NOTIFY_SOCKET", None)  # only the main process may notify systemd
@@ -68,13 +86,15 @@ class Children:
         self.count = count
         self.procs: list[asyncio.subprocess.Process] = []
         self._terminated = False
+        self._forgotten: set[int] = set()
 
     async def start(self) -> None:
         env = child_environment(os.environ)
         for _ in range(self.count):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "daemon.cli", "run", CHILD_FLAG, env=env
-            )
+                sys.executable, "-m", "daemon.cli", "run", CHILD_FLAG,
+                "--parent-pid", str(os.getpid()), env=env,
+            )  # fmt: skip
             self.procs.append(proc)
         logger.info("started %d child processes", self.count, extra={"action": "start"})
 
@@ -84,7 +104,20 @@ class Children:
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+        self._forget_dead()
         return next(iter(done)).result()
+
+    def _forget_dead(self) -> None:
+        """Drop the live gauges (in flight, heartbeat...) of children that have exited, so
+        /metrics stops adding in what a dead process last wrote."""
+        if METRICS_DIR_VARIABLE not in os.environ:
+            return
+        from prometheus_client import multiprocess
+
+        for proc in self.procs:
+            if proc.returncode is not None and proc.pid not in self._forgotten:
+                multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+                self._forgotten.add(proc.pid)
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         for proc in self.procs:
@@ -103,3 +136,4 @@ class Children:
         except TimeoutError:
             self.signal(signal.SIGKILL)
             await asyncio.gather(*(proc.wait() for proc in self.procs))
+        self._forget_dead()

@@ -67,3 +67,8 @@ class Suppressed(OutboxError):
 
 class DatabaseError(OutboxError):
     """The database could not be reached or refused the operation."""
+
+
+class StatementRefused(DatabaseError):
+    """The database refused the values of a statement (a data or constraint error): the
+    same statement would be refused again, unlike one that met a lost connection."""

@@ -96,7 +96,7 @@ class Message(NamedTuple):
     created_at: datetime
     #: Set by the claim query when the recipient is suppressed or opted out of the category.
     suppressed_reason: str | None = None
-    #: Stored size of the context (compressed), as reported by the claim query.
+    #: Size of the context as the daemon decodes it, as reported by the claim query.
     context_bytes: int = 0
     #: When the message became due; with ``priority`` and ``id``, its place in claim order.
     not_before: datetime | None = None

@@ -15,9 +15,13 @@ import asyncpg
 
 from outbox import errors, sql
 from outbox.models import InboxItem, Message, Priority, Status
+from outbox.text import db_json, db_text
 
 #: Where a claim scan of one priority stopped: (not_before, id) of the last row it took.
 ClaimPosition = tuple[datetime, int]
+#: A template context larger than this (decoded) is a bug in the application, not a
+#: message: the claim does not even fetch it, and the daemon fails its row.
+MAX_CONTEXT_BYTES = 256 * 1024
 #: Claim order: highest priority first.
 _PRIORITIES = sorted((int(p) for p in Priority), reverse=True)
 
@@ -30,6 +34,8 @@ DRIVER_ERRORS = (
     OSError,
     TimeoutError,
 )
+#: SQLSTATE classes of values the database refuses: data exceptions, integrity violations.
+_REFUSED = ("22", "23")
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +43,17 @@ async def _translated(action: str) -> AsyncIterator[None]:
     try:
         yield
     except DRIVER_ERRORS as exc:
-        raise errors.DatabaseError(f"{action}: {type(exc).__name__}: {exc}") from exc
+        reason = f"{action}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in _REFUSED:
+            raise errors.StatementRefused(reason) from exc
+        raise errors.DatabaseError(reason) from exc
+
+
+def _clean_json(data: str) -> str | None:
+    # JSON text for a jsonb argument: escapes (\u0000, \udcff) are what jsonb refuses.
+    if "\\u" in data:
+        return json.dumps(db_json(json.loads(data)), ensure_ascii=False)
+    return db_text(data, None)
 
 
 class Completion(NamedTuple):
@@ -93,6 +109,7 @@ class Store:
                 _PRIORITIES,
                 [p[0] if p else None for p in positions],
                 [p[1] if p else None for p in positions],
+                MAX_CONTEXT_BYTES,
             )
         messages = [Message.from_record(row) for row in rows]
         if any(m.recipient_key is not None for m in messages):
@@ -155,9 +172,9 @@ class Store:
             ids.append(c.message_id)
             attempts.append(c.attempts)
             statuses.append(c.status.value)
-            errs.append(c.error)
-            providers.append(c.provider)
-            provider_ids.append(c.provider_message_id)
+            errs.append(db_text(c.error))
+            providers.append(db_text(c.provider))
+            provider_ids.append(db_text(c.provider_message_id))
             delays.append(c.retry_delay)
             refunds.append(1 if c.refund else 0)
         result = await db.execute(sql.get("complete_many"), *columns, worker)
@@ -180,10 +197,10 @@ class Store:
             notifications.append(item.notification_id)
             categories.append(item.category)
             priorities.append(item.priority)
-            titles.append(item.title)
-            bodies.append(item.body)
-            urls.append(item.url)
-            data.append(item.data)
+            titles.append(db_text(item.title, None))
+            bodies.append(db_text(item.body, None))
+            urls.append(db_text(item.url, None))
+            data.append(item.data if item.data is None else _clean_json(item.data))
         row = await db.fetchrow(sql.get("complete_inbox"), ids, attempts, worker, *columns[2:])
         assert row is not None
         return int(row["written"])
@@ -208,6 +225,7 @@ class Store:
             events = await self.pool.execute(
                 sql.get("purge_events"), float(older_than_seconds), limit
             )
+            await self.pool.execute(sql.get("purge_payloads"), float(older_than_seconds), limit)
         return int(messages.rsplit(" ", 1)[-1]), int(events.rsplit(" ", 1)[-1])
 
     async def purge_inbox(self, older_than_seconds: float, limit: int = 1000) -> int:
@@ -328,6 +346,7 @@ QUERY_NAMES = (
     "reap_expired_leases",
     "purge_messages",
     "purge_events",
+    "purge_payloads",
     "purge_inbox",
     "requeue_ids",
     "requeue_matching",

@@ -4,12 +4,15 @@
 -- schema_versions() --
 SELECT version FROM outbox.schema_migration ORDER BY version
 
--- claim_batch(channel, limit, worker, lease_seconds, priorities, after_not_before, after_id) --
+-- claim_batch(channel, limit, worker, lease_seconds, priorities, after_not_before, after_id, max_context_bytes) --
 -- Claims due pending rows in priority order, then not_before, id. Each priority's scan
 -- starts after the position where the caller's previous claim of it ended ($6, $7; NULL
 -- scans from the head), so claims do not walk the index entries of rows already claimed,
 -- which a long transaction elsewhere keeps from being cleaned up. The suppression and
 -- preference checks ride along so the daemon needs no second round trip.
+-- A context is measured as the daemon would decode it (a compressed value's stored size
+-- says little: 20 MB of repetitive JSON compresses below any limit); one larger than
+-- $8 bytes is not sent at all (NULL), and the daemon fails its row.
 WITH picked AS (
     SELECT next.id
       FROM unnest($5::smallint[], $6::timestamptz[], $7::bigint[])
@@ -34,9 +37,18 @@ WITH picked AS (
            updated_at = now()
      -- By primary key: a join would hash the whole table for every claim.
      WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING m.id, m.channel, m.recipient, m.template, m.context, m.category, m.priority,
+    RETURNING m.id, m.channel, m.recipient, m.template,
+              CASE WHEN CASE WHEN pg_column_compression(m.context) IS NULL
+                             THEN pg_column_size(m.context)
+                             ELSE octet_length(m.context::text) END <= $8
+                   THEN m.context END AS context,
+              m.category, m.priority,
               m.locale, m.tags, m.attempts, m.expires_at, m.created_at, m.not_before,
-              pg_column_size(m.context) AS context_bytes, m.notification_id, m.brand,
+              -- Uncompressed: its stored size is its size; compressed: decoded, as text.
+              CASE WHEN pg_column_compression(m.context) IS NULL
+                   THEN pg_column_size(m.context)
+                   ELSE octet_length(m.context::text) END AS context_bytes,
+              m.notification_id, m.brand,
               -- A person's row (outbox.notify): Store.claim looks the people up in one
               -- more query, claim_people, only when a claim has such rows. An in-app
               -- row's recipient is the person's key, whoever inserted it.
@@ -256,6 +268,16 @@ WITH doomed AS (
 )
 DELETE FROM outbox.event WHERE id = ANY(ARRAY(SELECT id FROM doomed))
 
+-- purge_payloads(older_than_seconds, limit) --
+-- Shared notifications no event points to any more.
+WITH doomed AS (
+    SELECT p.id FROM outbox.feedback_payload p
+     WHERE p.created_at < now() - make_interval(secs => $1)
+       AND NOT EXISTS (SELECT 1 FROM outbox.event e WHERE e.payload_id = p.id)
+     LIMIT $2
+)
+DELETE FROM outbox.feedback_payload WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+
 -- purge_inbox(older_than_seconds, limit) --
 -- In-app items read or archived longer ago than the retention (inbox_retention_idx).
 WITH doomed AS (
@@ -416,12 +438,27 @@ UPDATE outbox.rate_bucket
    AND factor_at < clock_timestamp() - interval '1 second'
 RETURNING factor
 
--- record_event(source, source_id, event_type, subtype, provider_message_id, recipient, payload, occurred_at) --
+-- store_payload(digest, payload) --
+-- A notification shared by several events, stored once; its id (the same for a redelivery).
+WITH new AS (
+    INSERT INTO outbox.feedback_payload (digest, payload)
+    VALUES ($1, $2::jsonb)
+    ON CONFLICT (digest) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM new
+UNION ALL
+SELECT id FROM outbox.feedback_payload WHERE digest = $1
+LIMIT 1
+
+-- record_event(source, source_id, event_type, subtype, provider_message_id, recipient, payload, occurred_at, payload_id) --
 -- Stores one feedback event once (deduplicated by its source id); returns nothing when it
 -- was seen before. The event is linked to our message only if that message went to the
--- recipient the event names: feedback about anyone else is kept, but unlinked.
+-- recipient the event names: feedback about anyone else is kept, but unlinked. An event
+-- of a notification shared with others points to it ($9) instead of copying it.
 INSERT INTO outbox.event
-    (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at)
+    (message_id, source, source_id, event_type, subtype, recipient, payload, occurred_at,
+     payload_id)
 SELECT (SELECT m.id
           FROM outbox.message_all m
          WHERE m.provider_message_id = $5
@@ -430,7 +467,7 @@ SELECT (SELECT m.id
                    = outbox.normalize_recipient(m.channel, $6::text))
          ORDER BY m.id DESC
          LIMIT 1),
-       $1, $2, $3, $4, $6, $7::jsonb, $8
+       $1, $2, $3, $4, $6, $7::jsonb, $8, $9
 ON CONFLICT (source, source_id, event_type) DO NOTHING
 RETURNING id, message_id
 

@@ -24,6 +24,7 @@ def register(commands: Any) -> None:
         help="daemon processes to run (default: OUTBOXD_WORKER__PROCESSES, 1)",
     )
     run.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
 
 
@@ -40,8 +41,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _run(settings: Settings, args: argparse.Namespace, processes: int) -> int:
     from daemon.main import Daemon
-    from daemon.processes import Children
+    from daemon.processes import Children, die_with_parent
 
+    if args.child and args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
     dsn, embedded = db.resolve_dsn(settings)
     if not args.child:
         _say_where_things_are(settings, dsn, embedded)
@@ -68,7 +71,14 @@ def _run(settings: Settings, args: argparse.Namespace, processes: int) -> int:
             await daemon.run()
             return 0
         main_task = asyncio.create_task(daemon.run())
-        await daemon.started.wait()  # migrations are applied before children start
+        # Migrations are applied before children start; a daemon that cannot start (no
+        # database) ends here with its error, and a signal meanwhile is heard.
+        started = asyncio.create_task(daemon.started.wait())
+        await asyncio.wait({main_task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not daemon.started.is_set():
+            started.cancel()
+            await main_task  # raises what stopped it
+            return 0 if daemon.stopping.is_set() else 1
         await children.start()
         child_exit = asyncio.create_task(children.wait_any())
         await asyncio.wait({main_task, child_exit}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,7 +2,9 @@
 paused, credentials refused, server unreachable), claim nothing but one probe per cool-down.
 
 A successful send closes the circuit; until then no attempt is used up, however long the
-outage lasts.
+outage lasts. Most outages are short (a restart, a full disk cleaned up): the first probe
+comes after an eighth of the cool-down, and each probe that fails doubles the wait, up to
+the whole cool-down.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Callable
 from daemon import metrics
 
 logger = logging.getLogger(__name__)
+
+#: The first probe comes after this fraction of the cool-down.
+_FIRST_PROBE_DIVISOR = 8
 
 
 class CircuitBreaker:
@@ -29,18 +34,20 @@ class CircuitBreaker:
         #: Why the circuit is open; None while closed.
         self.reason: str | None = None
         self._probe_at: float | None = None
+        self._gap = cool_down
         self._gauge = metrics.CHANNEL_PAUSED.labels(channel)
 
     def open(self, reason: str) -> None:
         """The provider refused a send for every message alike: pause the channel."""
         if self.reason is None:
+            self._gap = self.cool_down / _FIRST_PROBE_DIVISOR
             logger.error(
                 "%s channel paused: %s; probing again in %.0fs",
-                self.channel, reason, self.cool_down,
+                self.channel, reason, self._gap,
                 extra={"action": "pause", "channel": self.channel},
             )  # fmt: skip
         self.reason = reason
-        self._probe_at = self._clock() + self.cool_down
+        self._probe_at = self._clock() + self._gap
         self._gauge.set(1)
 
     def close(self) -> None:
@@ -59,8 +66,10 @@ class CircuitBreaker:
         return max(self._probe_at - self._clock(), 0.0)
 
     def probe_claimed(self) -> None:
-        """One probe is on its way; the next one waits another cool-down."""
-        self._probe_at = self._clock() + self.cool_down
+        """One probe is on its way; should it fail, the next waits twice as long (at most
+        the cool-down)."""
+        self._gap = min(self._gap * 2, self.cool_down)
+        self._probe_at = self._clock() + self._gap
 
 
 def _loop_time() -> float:

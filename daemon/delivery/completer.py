@@ -2,15 +2,19 @@
 
 Results accumulate while a write is in flight; the next write takes all of them (up to
 ``max_batch``) in one ``UPDATE ... FROM unnest(...)``. Under load this batches naturally,
-and an idle daemon still writes each result at once. A failed write keeps its results
-and retries: results are only ever lost with the process (then the lease expires and the
-row is retried - the documented crash window).
+and an idle daemon still writes each result at once. A write that met the database down
+keeps its results and retries: results are only ever lost with the process (then the
+lease expires and the row is retried - the documented crash window). A write whose
+values the database refused is split in halves until the one refused result is alone;
+that one is dropped (its row is retried when its lease expires), never retried for ever
+in front of the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from daemon import metrics
@@ -38,6 +42,11 @@ class Completer:
         self.listeners: list[OnWritten] = []
         #: Lease guard misses: results for rows another worker had reclaimed.
         self.lost = 0
+        # Since when the oldest result waiting was added, or the last write that left
+        # some waiting ended: how long results have waited with no write (liveness).
+        self._waiting_since: float | None = None
+        #: Once stopping: when to give up writing (the database is down); None: never.
+        self._give_up_at: float | None = None
 
     @property
     def backlog(self) -> int:
@@ -45,6 +54,8 @@ class Completer:
         return len(self._pending)
 
     def add(self, completion: Completion) -> None:
+        if not self._pending:
+            self._waiting_since = time.monotonic()
         self._pending.append(completion)
         self._idle.clear()
         self._wakeup.set()
@@ -52,6 +63,7 @@ class Completer:
     async def run(self) -> None:
         """Write results until :meth:`stop` is called and everything is written."""
         failures = 0
+        limit = self.max_batch
         while True:
             if not self._pending:
                 self._idle.set()
@@ -60,21 +72,39 @@ class Completer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = self._pending[: self.max_batch]
+            batch = self._pending[:limit]
+            if self._gave_up():
+                return
             try:
                 # Shielded: a cancelled daemon still finishes the write it started.
-                written = await asyncio.shield(self.store.complete_many(batch, self.worker_id))
-            except errors.DatabaseError as exc:
+                async with asyncio.timeout(self._time_left()):
+                    written = await asyncio.shield(self.store.complete_many(batch, self.worker_id))
+            except errors.StatementRefused as exc:
+                if len(batch) > 1:
+                    limit = len(batch) // 2
+                    continue
+                del self._pending[:1]
+                self._waiting_since = time.monotonic() if self._pending else None
+                logger.error(
+                    "dropped the result of message %d: the database refused it (%s); the "
+                    "row is retried when its lease expires", batch[0].message_id, exc,
+                    extra={"action": "complete", "message_id": batch[0].message_id},
+                )  # fmt: skip
+                limit = self.max_batch
+                continue
+            except (errors.DatabaseError, TimeoutError) as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
                 logger.warning(
                     "could not write %d results, retrying in %.1fs: %s",
                     len(batch), delay, exc, extra={"action": "complete"},
                 )  # fmt: skip
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, self._time_left() or delay))
                 continue
             failures = 0
+            limit = self.max_batch
             del self._pending[: len(batch)]
+            self._waiting_since = time.monotonic() if self._pending else None
             metrics.COMPLETE_BATCH_SIZE.observe(len(batch))
             if written < len(batch):
                 self.lost += len(batch) - written
@@ -86,10 +116,36 @@ class Completer:
             for listener in self.listeners:
                 listener(batch)
 
-    def stop(self) -> None:
-        """Finish writing what is pending, then return from :meth:`run`."""
+    def unwritten_for(self) -> float:
+        """Seconds results have been waiting with no successful write (0: none wait)."""
+        since = self._waiting_since
+        return 0.0 if since is None or not self._pending else time.monotonic() - since
+
+    def stop(self, give_up_after: float | None = None) -> None:
+        """Finish writing what is pending, then return from :meth:`run`; with
+        ``give_up_after``, return after that many seconds even if the database is down
+        (the rows not written keep their lease, and the reaper returns them)."""
         self._stopping = True
+        if give_up_after is not None:
+            self._give_up_at = time.monotonic() + give_up_after
         self._wakeup.set()
+
+    def _time_left(self) -> float | None:
+        if self._give_up_at is None:
+            return None
+        return max(self._give_up_at - time.monotonic(), 0.01)
+
+    def _gave_up(self) -> bool:
+        if self._give_up_at is None or time.monotonic() < self._give_up_at:
+            return False
+        logger.error(
+            "stopping without writing %d results: the database did not answer in time; "
+            "their rows are retried when their leases expire",
+            len(self._pending), extra={"action": "complete"},
+        )  # fmt: skip
+        self._pending.clear()
+        self._idle.set()
+        return True
 
     async def wait_idle(self) -> None:
         """Wait until every result added so far has been written."""

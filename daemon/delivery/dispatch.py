@@ -16,16 +16,15 @@ from daemon import addresses, metrics
 from daemon.delivery import retry
 from daemon.delivery.brands import BrandBook
 from daemon.delivery.render import Renderer, valid_locale
+from daemon.delivery.render_threads import RenderOverrun, RenderThreads
 from daemon.providers.base import Provider
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.models import Channel, Message, Rendered, Status
-from outbox.store import Completion
+from outbox.store import MAX_CONTEXT_BYTES, Completion
 
 logger = logging.getLogger(__name__)
 
-#: A template context larger than this is a bug in the application, not a message.
-MAX_CONTEXT_BYTES = 256 * 1024
 
 #: Builds the extra template context and email headers for a message (unsubscribe links).
 LinkBuilder = Callable[[Message], tuple[Mapping[str, Any], Mapping[str, str]]]
@@ -60,8 +59,12 @@ class Dispatcher:
         brands: BrandBook | None = None,
         on_paused: Callable[[str, str], None] | None = None,
         on_throttled: Callable[[str], None] | None = None,
+        render_threads: RenderThreads | None = None,
     ) -> None:
         self.renderer = renderer
+        #: Where messages are prepared (off the event loop, within the render budget);
+        #: None prepares them inline (unit tests).
+        self.render_threads = render_threads
         self.providers = providers
         self.worker = worker
         self.links = links
@@ -86,7 +89,7 @@ class Dispatcher:
         """
         provider = self.providers[message.channel]
         try:
-            rendered = self.prepare(message)
+            rendered = await self._prepare(message)
             started = time.perf_counter()
             # No timeout here: the caller enforces the send timeout (see daemon.delivery.deadlines).
             receipt = await provider.send(message, rendered)
@@ -116,6 +119,18 @@ class Dispatcher:
             inbox=receipt.item,
         )
 
+    async def _prepare(self, message: Message) -> Rendered:
+        threads = self.render_threads
+        if threads is None:
+            return self.prepare(message)
+        try:
+            return await threads.run(self.prepare, message)
+        except RenderOverrun:
+            raise errors.TemplateError(
+                f"template {message.template!r}: rendering took longer than its "
+                f"{threads.budget:g}s budget (OUTBOXD_WORKER__RENDER_TIMEOUT); not sent"
+            ) from None
+
     def timed_out(self, message: Message, after: float) -> Completion:
         """The completion for a send cut off after ``after`` seconds (retried with backoff)."""
         name = self.providers[message.channel].name
@@ -143,7 +158,7 @@ class Dispatcher:
             )
         if message.context_bytes > MAX_CONTEXT_BYTES:
             raise errors.PermanentError(
-                f"context is {message.context_bytes} bytes stored, more than the "
+                f"context is {message.context_bytes} bytes decoded, more than the "
                 f"{MAX_CONTEXT_BYTES // 1024} KiB limit"
             )
         _VALIDATORS[message.channel](message.recipient)

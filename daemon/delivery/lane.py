@@ -28,7 +28,7 @@ from daemon.delivery.completer import Completer
 from daemon.delivery.deadlines import Deadlines
 from daemon.delivery.dispatch import Dispatcher
 from daemon.delivery.ratelimit import RateLimiter
-from daemon.delivery.send_queue import SendQueue
+from daemon.delivery.send_queue import DestinationOf, SendQueue
 from daemon.settings import WorkerSettings
 from outbox import errors
 from outbox.models import Message, Status
@@ -57,8 +57,11 @@ class Lane:
         worker: WorkerSettings,
         worker_id: str,
         send_timeout: float,
+        render_timeout: float = 0.0,
         limiter: RateLimiter | None = None,
         concurrency: int | None = None,
+        destination: DestinationOf | None = None,
+        per_destination: int | None = None,
     ) -> None:
         self.channel = channel
         #: Sends in flight at most: the setting, or less when the provider takes fewer.
@@ -69,15 +72,22 @@ class Lane:
         self.worker = worker
         self.worker_id = worker_id
         self.limiter = limiter
-        #: Sends in flight, and claimed messages waiting for one. At most ``concurrency``
-        #: wait, so a row waits for at most one round of sends before its own: with the
-        #: lease longer than twice the send timeout (a settings rule), no lease runs out.
+        #: Sends in flight, and claimed messages waiting for one, per destination when the
+        #: provider has several (see daemon.delivery.send_queue). No row waits longer than
+        #: half a send timeout before its own send, which ends within the render and send
+        #: timeouts: with the lease longer than twice the send timeout plus the render
+        #: timeout (a settings rule), no lease runs out.
         self.send_queue = SendQueue(
             concurrency=self.concurrency,
-            deadlines=Deadlines(send_timeout),
+            # A backstop: the provider's own deadline and the render budget end it first.
+            deadlines=Deadlines(send_timeout + render_timeout),
+            # Half a timeout: the rest of the lease's margin is for writing the result.
+            wait_limit=send_timeout / 2,
             send=dispatcher.deliver,
-            timed_out=lambda message: dispatcher.timed_out(message, send_timeout),
+            timed_out=lambda message: dispatcher.timed_out(message, send_timeout + render_timeout),
             finished=self._finished,
+            destination=destination,
+            per_destination=per_destination,
         )
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(channel)
         # A write by the completer can end backpressure as much as a finished send can.
@@ -91,6 +101,11 @@ class Lane:
         self._wake_at: float | None = None
         #: Monotonic time of the last successful claim query (readiness, watchdog).
         self.heartbeat = time.monotonic()
+        #: Sends that neither finish nor fail for this long mean no progress (readiness).
+        self.progress_bound = max(2 * (send_timeout + render_timeout), 5.0)
+        # The first claim since a message last reached an end (sent, failed, ...): a
+        # tarpit keeps sends in flight and this ever older.
+        self._busy_since: float | None = None
         self.breaker = CircuitBreaker(channel, worker.pause_seconds)
         #: Per priority, where the next claim's scan starts; empty: from the head.
         self._after: dict[int, ClaimPosition] = {}
@@ -167,7 +182,7 @@ class Lane:
         backlog = False
         db_failures = 0
         while not self.stopping:
-            free = 2 * concurrency - self.send_queue.busy - len(self.send_queue.waiting)
+            free = 2 * concurrency - self.send_queue.busy - self.send_queue.waiting
             if free <= 0 or (backlog and free < refill) or self._completer_congested():
                 await self._wait_for_slot()
                 continue
@@ -213,6 +228,8 @@ class Lane:
                 await self._give_back(want - len(messages))
             if messages:
                 metrics.CLAIMED.labels(self.channel).inc(len(messages))
+                if self._busy_since is None:
+                    self._busy_since = time.monotonic()
                 self.send_queue.add(messages)
             backlog = len(messages) == want
             if backlog:
@@ -273,7 +290,17 @@ class Lane:
     def _completer_congested(self) -> bool:
         return self.completer.backlog > self.concurrency * _COMPLETER_BACKLOG_PER_SLOT
 
+    def stalled_for(self) -> float | None:
+        """While sends are in flight: seconds since the first claim after a message last
+        reached an end, when longer than :attr:`progress_bound`; else None."""
+        if self._busy_since is None or not self.send_queue.busy:
+            return None
+        age = time.monotonic() - self._busy_since
+        return age if age > self.progress_bound else None
+
     def _finished(self, completion: Completion) -> None:
+        if completion.status is not Status.PENDING:
+            self._busy_since = None
         if completion.status is Status.PENDING:
             self.wake_in(completion.retry_delay + 0.05)
         elif completion.status is Status.SENT:

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 RECOVERY_PER_SECOND = 0.02
 #: The rate never drops below this fraction of the configured rate.
 FLOOR = 0.05
+#: With the database unreachable: the first wait before asking again, and the longest.
+_DB_RETRY_FIRST = 0.1
+_DB_RETRY_MAX = 5.0
 
 
 class RateLimiter:
@@ -52,26 +55,40 @@ class RateLimiter:
         Returns 0 only when stopping.
         """
         want = min(want, self.max_take)
+        failures = 0
         while not self._stopping.is_set():
             try:
                 granted, left, self.effective_rate = await self.store.rate_take(
                     self.channel, want, self.rate, self.burst, RECOVERY_PER_SECOND
                 )
             except errors.DatabaseError as exc:
-                logger.warning("rate limiter: %s", exc, extra={"channel": self.channel})
-                granted, left = 0, 0.0
+                # Backing off: at a high rate the wait for one token is a millisecond, and
+                # a database that is down would be asked a thousand times a second.
+                failures += 1
+                wait = min(_DB_RETRY_FIRST * 2 ** (failures - 1), _DB_RETRY_MAX)
+                if failures == 1 or wait == _DB_RETRY_MAX:
+                    logger.warning(
+                        "rate limiter: %s; asking again in %.1fs", exc, wait,
+                        extra={"channel": self.channel},
+                    )  # fmt: skip
+                await self._pause(wait)
+                continue
+            failures = 0
             if granted:
                 return granted
             # Sleep until one whole token will have accumulated.
-            wait = max((1.0 - left) / max(self.effective_rate, 1e-6), 0.001)
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
-            metrics.RATE_LIMIT_WAIT.labels(self.channel).inc(time.monotonic() - started)
+            await self._pause(max((1.0 - left) / max(self.effective_rate, 1e-6), 0.001))
         return 0
+
+    async def _pause(self, wait: float) -> None:
+        """Sleep ``wait`` seconds, or until stopped."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(wait):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+        metrics.RATE_LIMIT_WAIT.labels(self.channel).inc(time.monotonic() - started)
 
     async def release(self, unused: int) -> None:
         """Return permits that were granted but not used (the claim found fewer rows)."""

@@ -82,6 +82,20 @@ def locale_candidates(locale: str | None) -> list[str]:
     return candidates
 
 
+#: Largest integer a template may make with ``**`` (in bits), and the longest string or
+#: list with ``*``: far beyond any message, short of a second of CPU.
+_MAX_BITS = 100_000
+_MAX_REPEATED = 10_000_000
+
+
+def _ints(left: Any, right: Any) -> bool:
+    return isinstance(left, int) and isinstance(right, int)
+
+
+def _sequence_times(left: Any, right: Any) -> bool:
+    return isinstance(left, int) and isinstance(right, str | list | tuple)
+
+
 #: Names that ``obj.name`` finds on a plain dict as attributes (its methods).
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
@@ -119,6 +133,21 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         if found is None:
             found = self._found[name] = super()._load_template(name, globals)
         return found
+
+    # Operators whose one step can run long in C, out of reach of the render budget
+    # (which stops Python code only between bytecodes): ``'x' * 10**10``, ``9**9**9``.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if _ints(left, right) and abs(left) > 1 and right * left.bit_length() > _MAX_BITS:
+                raise jinja2.exceptions.SecurityError("the power is too large")
+            return left**right
+        if isinstance(right, int) and isinstance(left, str | list | tuple):
+            left, right = right, left
+        if _sequence_times(left, right) and left * len(right) > _MAX_REPEATED:
+            raise jinja2.exceptions.SecurityError("the repeated sequence is too long")
+        return left * right
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         return {**self.globals, **(d or {})}

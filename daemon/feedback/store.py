@@ -6,9 +6,12 @@ only place that knows these query names, and it translates driver errors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -16,6 +19,7 @@ from daemon.addresses import mask
 from outbox import sql
 from outbox.models import FeedbackEvent
 from outbox.store import _translated
+from outbox.text import db_json
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +43,27 @@ class FeedbackStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def store_payload(self, payload: Mapping[str, Any]) -> int:
+        """Store a notification shared by several events once; its id for :meth:`record`."""
+        text = json.dumps(db_json(payload), sort_keys=True, ensure_ascii=False)
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        async with _translated("store feedback payload"):
+            payload_id: int = await self.pool.fetchval(sql.get("store_payload"), digest, text)
+        return payload_id
+
     async def record(
-        self, event: FeedbackEvent, *, source: str = "ses", transient_bounce_limit: int = 3
+        self,
+        event: FeedbackEvent,
+        *,
+        source: str = "ses",
+        transient_bounce_limit: int = 3,
+        payload_id: int | None = None,
     ) -> FeedbackOutcome:
         """Record ``event`` once; if it is about a message we sent to the recipient it
-        names, advance that message's status and suppress the recipient if it calls for it."""
+        names, advance that message's status and suppress the recipient if it calls for it.
+
+        With ``payload_id`` (see :meth:`store_payload`) the event points to its shared
+        notification instead of keeping a copy."""
         async with (
             _translated("record feedback"),
             self.pool.acquire() as conn,
@@ -57,8 +77,9 @@ class FeedbackStore:
                 event.bounce_type or event.complaint_type,
                 event.provider_message_id,
                 event.recipient.lower() if event.recipient else None,
-                json.dumps(event.payload),
+                "{}" if payload_id is not None else json.dumps(db_json(event.payload)),
                 event.occurred_at,
+                payload_id,
             )
             if row is None:
                 return FeedbackOutcome(duplicate=True)
@@ -150,6 +171,7 @@ def _status_for(event: FeedbackEvent) -> str | None:
 
 
 QUERY_NAMES = (
+    "store_payload",
     "record_event",
     "advance_status",
     "suppress",

@@ -16,13 +16,19 @@ from daemon.http.state import ServiceState
 STATE = web.AppKey("service_state", ServiceState)
 
 
-def _stalled(state: ServiceState) -> bool:
-    return state.heartbeat_age() > max(state.settings.worker.poll_interval * 6, 60.0)
+def liveness_problems(state: ServiceState) -> list[str]:
+    """Why the process should be restarted: a loop that died or stopped moving."""
+    reasons = list(state.liveness())
+    age = state.heartbeat_age()
+    if age > max(state.settings.worker.poll_interval * 6, 60.0):
+        reasons.append(f"claim loop stalled: last ran {age:.0f}s ago")
+    return reasons
 
 
 async def healthz(request: web.Request) -> web.Response:
-    if _stalled(request.app[STATE]):
-        return web.Response(status=503, text="claim loop stalled\n")
+    reasons = liveness_problems(request.app[STATE])
+    if reasons:
+        return web.Response(status=503, text="\n".join(reasons) + "\n")
     return web.Response(text="ok\n")
 
 
@@ -34,7 +40,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def public_healthz(request: web.Request) -> web.Response:
-    if _stalled(request.app[STATE]):
+    if liveness_problems(request.app[STATE]):
         return web.Response(status=503, text="unavailable\n")
     return web.Response(text="ok\n")
 
@@ -63,6 +69,11 @@ async def readiness_problems(state: ServiceState) -> list[str]:
         reasons.append(f"claim loop last ran {age:.0f}s ago")
     for channel, reason in state.paused().items():
         reasons.append(f"channel {channel} paused: {reason}")
+    for channel, seconds in state.stalled_channels().items():
+        reasons.append(
+            f"channel {channel}: sends in flight and no message delivered or failed "
+            f"for {seconds:.0f}s (a server accepting connections but not answering?)"
+        )
     return reasons
 
 

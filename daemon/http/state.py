@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daemon.settings import Settings
 from outbox.store import Store
@@ -32,3 +32,9 @@ class ServiceState:
     dsn: str | None = None
     #: False behind a transaction pooler without a direct LISTEN DSN: no live streams.
     listen: bool = True
+    #: Channels whose sends have been in flight for long with no message reaching an end
+    #: (a tarpit), with those seconds: readiness fails.
+    stalled_channels: Callable[[], Mapping[str, float]] = field(default=lambda: {})
+    #: Why the process is not alive (a loop that died or stopped making progress):
+    #: liveness fails.
+    liveness: Callable[[], Sequence[str]] = field(default=lambda: ())

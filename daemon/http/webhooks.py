@@ -70,8 +70,10 @@ async def sns_webhook(request: web.Request) -> web.Response:
     limit = request.app[TRANSIENT_LIMIT]
     recorded = 0
     try:
+        # Many recipients (a list's bounce) share one notification: stored once.
+        shared = await feedback.store_payload(events[0].payload) if len(events) > 1 else None
         for event in events:
-            outcome = await feedback.record(event, transient_bounce_limit=limit)
+            outcome = await feedback.record(event, transient_bounce_limit=limit, payload_id=shared)
             if not outcome.duplicate:
                 recorded += 1
                 metrics.FEEDBACK_EVENTS.labels(event.event_type).inc()

@@ -109,6 +109,11 @@ class AwsProvider(ProviderBase):
     """Base for providers holding one long-lived aioboto3 client of ``service``."""
 
     service = ""
+    #: Sends in flight per process. A call costs ~1 ms of CPU, so one process tops out
+    #: near 1,000/s; at AWS's ~50 ms per call, 64 in flight already reach that. More would
+    #: add no speed, only sends that a crash leaves unrecorded and a restart repeats
+    #: (measured, 2 processes killed 5 times: 256 in flight 6.0 % duplicates, 64: 3.1 %).
+    max_in_flight = 64
 
     def __init__(self, aws_settings: AwsSettings) -> None:
         self.aws = aws_settings

@@ -6,6 +6,7 @@ Writes are atomic (temporary file, then rename), so a reader never sees half a m
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -15,6 +16,9 @@ from daemon.providers import mime
 from daemon.providers.base import ProviderBase
 from outbox import errors
 from outbox.models import Message, Receipt, Rendered
+
+#: A full disk or an exhausted quota.
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -42,7 +46,12 @@ class _FileProvider(ProviderBase):
         try:
             _write_atomically(self.directory / name, data)
         except OSError as exc:
-            raise errors.TransientError(f"file provider: cannot write {name}: {exc}") from exc
+            reason = f"file provider: cannot write {name}: {exc}"
+            if exc.errno in _OUT_OF_SPACE:
+                # Every message would fail alike until space returns: an outage, which
+                # pauses the channel and uses no attempt, not a fault of this message.
+                raise errors.ChannelPaused(reason) from exc
+            raise errors.TransientError(reason) from exc
 
 
 class FileEmailProvider(_FileProvider):
@@ -54,7 +63,9 @@ class FileEmailProvider(_FileProvider):
         self.reply_to = reply_to
 
     async def send(self, message: Message, rendered: Rendered) -> Receipt:
-        data = mime.build_email(message, rendered, sender=self.sender, reply_to=self.reply_to)
+        data = mime.build_email(
+            message, rendered, sender=self.sender, reply_to=self.reply_to, utf8=True
+        )
         self._write(f"{message.id}.eml", data)
         return Receipt(self.name, mime.message_id(message, mime.sender_domain(self.sender)))
 

@@ -23,6 +23,9 @@ import time
 from collections.abc import Mapping
 from email.header import Header
 
+import email_validator
+
+from outbox import errors
 from outbox.models import Message, Rendered
 
 _CRLF = "\r\n"
@@ -46,6 +49,18 @@ def message_id(message: Message, domain: str) -> str:
     return f"<outbox.{message.id}.{int(message.created_at.timestamp())}@{domain}>"
 
 
+def ascii_recipient(address: str) -> str | None:
+    """``address`` with its domain in IDNA (punycode) form; None when the local part is
+    not ASCII, which only a server offering SMTPUTF8 can take (RFC 6531)."""
+    if address.isascii():
+        return address
+    try:
+        result = email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise errors.InvalidRecipient(f"invalid email address: {exc}") from exc
+    return result.ascii_email
+
+
 def _clean(value: str) -> str:
     # A CR or LF in a header value would start a new header: header injection.
     return value.replace("\r", " ").replace("\n", " ")
@@ -56,6 +71,15 @@ def _encode_words(value: str) -> str:
     if value.isascii():
         return value
     return Header(value, "utf-8").encode(linesep=_CRLF)
+
+
+def _subject(value: str) -> str:
+    """Encoded words when needed; a long plain subject is folded at spaces (RFC 5322)."""
+    value = _clean(value)
+    if value.isascii() and len(value) <= _MAX_HEADER_LINE - len("Subject: "):
+        return value
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return Header(value, charset, header_name="Subject").encode(linesep=_CRLF)
 
 
 def format_address(value: str) -> str:
@@ -124,15 +148,33 @@ def build_email(
     sender: str,
     reply_to: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
+    utf8: bool = False,
 ) -> bytes:
     """The complete RFC 5322 message for ``rendered``, CRLF line endings; a brand's sender
-    (``rendered.sender``) replaces ``sender`` and ``reply_to``."""
+    (``rendered.sender``) replaces ``sender`` and ``reply_to``.
+
+    The recipient's domain goes out in IDNA form; a local part that is not ASCII needs
+    ``utf8`` (the server offered SMTPUTF8; RFC 6532 headers). Anything that cannot make a
+    valid message raises PermanentError: the same row would fail the same way every time.
+    """
     sender, reply_to = branded_sender(rendered, sender, reply_to)
     domain = sender_domain(sender)
+    recipient = ascii_recipient(message.recipient)
+    if recipient is None:
+        if not utf8:
+            raise errors.PermanentError(
+                "the recipient's local part is not ASCII and the server does not offer "
+                "SMTPUTF8 (RFC 6531)"
+            )
+        recipient = message.recipient
+    try:
+        sender_line = format_address(sender)
+    except ValueError as exc:
+        raise errors.PermanentError(str(exc)) from exc
     headers = [
-        ("From", format_address(sender)),
-        ("To", format_address(message.recipient)),
-        ("Subject", _encode_words(rendered.subject or "")),
+        ("From", sender_line),
+        ("To", recipient),
+        ("Subject", _subject(rendered.subject or "")),
         ("Date", email.utils.formatdate(time.time(), localtime=False, usegmt=True)),
         ("Message-ID", message_id(message, domain)),
         ("MIME-Version", "1.0"),
@@ -142,13 +184,21 @@ def build_email(
     for name, value in {**rendered.headers, **(extra_headers or {})}.items():
         line = _encode_words(value)
         if len(name) + 2 + len(line) > _MAX_HEADER_LINE:
-            raise ValueError(f"header {name} is longer than {_MAX_HEADER_LINE} characters")
+            raise errors.PermanentError(
+                f"header {name} is {len(name) + 2 + len(line)} characters, more than the "
+                f"{_MAX_HEADER_LINE} a line may have (RFC 5322)"
+            )
         headers.append((_clean(name), line))
     head = _CRLF.join(f"{name}: {value}" for name, value in headers)
 
+    if any(len(line) > _MAX_HEADER_LINE for _, v in headers for line in v.split(_CRLF)):
+        raise errors.PermanentError(
+            f"a header line is longer than the {_MAX_HEADER_LINE} characters RFC 5322 allows"
+        )
+    charset = "utf-8" if utf8 else "ascii"
     text = rendered.text or ""
     if not rendered.html:
-        return (head + _CRLF + _part("plain", text)).encode("ascii")
+        return (head + _CRLF + _part("plain", text)).encode(charset)
     boundary = f"=_outbox_{secrets.token_hex(12)}"
     return (
         f"{head}{_CRLF}"
@@ -156,4 +206,4 @@ def build_email(
         f"--{boundary}{_CRLF}{_part('plain', text)}"
         f"--{boundary}{_CRLF}{_part('html', rendered.html)}"
         f"--{boundary}--{_CRLF}"
-    ).encode("ascii")
+    ).encode(charset)

@@ -390,6 +390,14 @@ class WorkerSettings(_Section):
     poll_interval: float = Field(
         5.0, gt=0, description="Seconds between polls when no NOTIFY arrives."
     )
+    render_timeout: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "Seconds one message's templates may take to render; over it, the message "
+            "fails for good (a runaway template)."
+        ),
+    )
     grace_seconds: float = Field(
         30.0, ge=0, description="On shutdown, how long in-flight sends may take to finish."
     )
@@ -397,7 +405,10 @@ class WorkerSettings(_Section):
     pause_seconds: float = Field(
         60.0,
         gt=0,
-        description="A paused channel (e.g. SES sending paused) probes again after this.",
+        description=(
+            "A paused channel (e.g. SES sending paused, a full disk) probes again after an "
+            "eighth of this, then twice as long after each failed probe, up to this."
+        ),
     )
     retention_days: float | None = Field(
         None, gt=0, description="Purge finished messages older than this; unset = keep."

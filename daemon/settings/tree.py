@@ -103,17 +103,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_field(self) -> Settings:
-        # A lease shorter than one send lets another worker reclaim a row mid-send.
+        # A row waits at most one send timeout for its turn, then renders and sends within
+        # the render and send timeouts: a shorter lease would let another worker reclaim
+        # a row mid-send and send it twice.
         timeout = self.max_send_timeout
-        if self.worker.lease_seconds <= timeout * 2:
+        render = self.worker.render_timeout
+        if self.worker.lease_seconds <= self.min_lease_seconds:
             source = " and ".join(
                 sorted({self._timeout_variable(c) for c in ("email", "sms")} - {""})
             )
             raise ValueError(
                 f"{ENV_PREFIX}WORKER__LEASE_SECONDS: {self.worker.lease_seconds:g} must exceed "
-                f"twice the send timeout ({timeout:g}s, from {source})"
+                f"twice the send timeout plus the render timeout ({timeout:g}s from {source}, "
+                f"{render:g}s from {ENV_PREFIX}WORKER__RENDER_TIMEOUT: more than "
+                f"{self.min_lease_seconds:g}s)"
             )
         return self
+
+    @property
+    def min_lease_seconds(self) -> float:
+        """The longest a claimed row can take: waiting one send timeout, then rendering
+        and sending within their timeouts."""
+        return 2 * self.max_send_timeout + self.worker.render_timeout
 
     def send_timeout(self, channel: str) -> float:
         """Seconds one send through ``channel``'s provider may take."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from daemon.delivery.completer import Completer
+from outbox import errors
 from outbox.models import Status
 from outbox.store import Completion
 from tests.unit import fakes
@@ -140,3 +141,32 @@ async def test_a_write_in_progress_finishes_even_when_the_completer_is_cancelled
     store.write_gate.set()
     await store.wait_for(lambda: bool(store.writes))
     assert store.with_status(Status.SENT) == [1]
+
+
+class _RefusingStore(fakes.MemoryStore):
+    """Refuses any batch holding ``poison`` (as PostgreSQL refuses a NUL in text)."""
+
+    poison = -1
+    statements = 0
+
+    async def complete_many(self, completions: Sequence[Completion], worker: str) -> int:
+        self.statements += 1
+        if any(c.message_id == self.poison for c in completions):
+            raise errors.StatementRefused("complete: DataError: invalid byte sequence")
+        return await super().complete_many(completions, worker)
+
+
+async def test_a_refused_result_is_split_off_and_the_others_are_written() -> None:
+    store = _RefusingStore()
+    completer = Completer(store, WORKER, max_batch=8)  # type: ignore[arg-type]
+    results = claimed(store, 8)
+    store.poison = results[5].message_id
+    for result in results:
+        completer.add(result)
+    task = asyncio.create_task(completer.run())
+    await completer.wait_idle()
+    completer.stop()
+    await task
+    sent = {i for i, row in store.rows.items() if row.status == Status.SENT}
+    assert sent == {r.message_id for r in results} - {store.poison}
+    assert store.statements <= 8  # halves, not one retry after another for ever

@@ -75,7 +75,7 @@ async def test_a_send_the_provider_accepts_is_sent_with_its_receipt(setup: Setup
         ({"suppressed_reason": "recipient suppressed (bounce)"}, Status.SUPPRESSED,
          "recipient suppressed (bounce)"),
         ({"context_bytes": MAX_CONTEXT_BYTES + 1}, Status.FAILED,
-         f"context is {MAX_CONTEXT_BYTES + 1} bytes stored, more than the 256 KiB limit"),
+         f"context is {MAX_CONTEXT_BYTES + 1} bytes decoded, more than the 256 KiB limit"),
         ({"context": {}}, Status.FAILED, "template 'note' (subject.j2): 'name' is undefined"),
         ({"template": "nope"}, Status.FAILED, "template 'nope' not found: no subject.j2 in"),
         ({"recipient": "ann@"}, Status.FAILED, "invalid email address"),

@@ -117,18 +117,17 @@ async def test_claims_nothing_while_the_completer_cannot_keep_up(daemon: Daemon)
     assert daemon.claimed == 200
 
 
-async def test_a_paused_channel_claims_one_probe_per_cool_down(daemon: Daemon) -> None:
+async def test_a_paused_channel_probes_early_then_once_per_cool_down(daemon: Daemon) -> None:
     daemon.store.add(30)
     daemon.provider.error = errors.ChannelPaused("sending paused for the account")
     daemon.start()
     await daemon.store.wait_for(lambda: daemon.lane.pause_reason is not None)
-    await asyncio.sleep(5 * COOL_DOWN + 1)
+    probe_times = [COOL_DOWN * n / 8 for n in (1, 3, 7, 15, 23)]  # gaps 1/8, 1/4, 1/2, 1, 1
+    await asyncio.sleep(probe_times[-1] + 1)
     first, *probes = daemon.store.claims
     assert (first.at, first.limit) == (0.0, 2 * CONCURRENCY)
     assert [(claim.limit, len(claim.ids)) for claim in probes] == [(1, 1)] * 5
-    assert [claim.at for claim in probes] == pytest.approx(
-        [COOL_DOWN * n for n in range(1, 6)], abs=1e-3
-    )
+    assert [claim.at for claim in probes] == pytest.approx(probe_times, abs=1e-3)
     assert daemon.lane.pause_reason == "sending paused for the account"
     # The provider takes sends again: the next probe goes through, and the lane resumes at
     # once rather than after another cool-down.
@@ -136,7 +135,7 @@ async def test_a_paused_channel_claims_one_probe_per_cool_down(daemon: Daemon) -
     await daemon.all(Status.SENT)
     assert daemon.lane.pause_reason is None
     # (within a poll interval: a claim that resumes its scan may first find too little)
-    assert 6 * COOL_DOWN <= fakes.now() < 6 * COOL_DOWN + 5.0
+    assert probe_times[-1] + COOL_DOWN <= fakes.now() < probe_times[-1] + COOL_DOWN + 5.0
     assert max(claim.limit for claim in daemon.store.claims[6:]) > 1
     # Refused sends used no attempt: each row counts only the send that went through.
     assert {row.attempts for row in daemon.store.rows.values()} == {1}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from daemon.providers.mime import build_email, format_address, message_id, sender_domain
+from outbox import errors
 from outbox.models import Message, Rendered
 
 CREATED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -88,8 +89,9 @@ def test_long_lines_in_bodies_are_wrapped_for_smtp() -> None:
     assert max(len(line) for line in data.split(b"\r\n")) <= 998
 
 
-def test_oversized_header_is_refused() -> None:
-    with pytest.raises(ValueError, match="longer than"):
+def test_oversized_header_is_refused_for_good() -> None:
+    # Permanent: the same row would fail the same way on every attempt.
+    with pytest.raises(errors.PermanentError, match="more than the 998"):
         build_email(
             _message(),
             Rendered(subject="s", text="t", headers={"X-Big": "y" * 1000}),

@@ -15,6 +15,7 @@ import asyncio
 import pytest
 
 from daemon.delivery.ratelimit import RateLimiter
+from outbox import errors
 from tests.unit import fakes
 
 pytestmark = pytest.mark.virtual_time
@@ -99,4 +100,23 @@ async def test_a_database_error_is_waited_out() -> None:
     rate = await limiter(10, store)
     store.failing_takes = 2
     assert await rate.acquire(1) == 1
-    assert fakes.now() == pytest.approx(0.2, abs=2e-3)  # a token's time after each failure
+    assert fakes.now() == pytest.approx(0.3, abs=2e-3)  # 0.1 s, then 0.2 s: backing off
+
+
+class _DatabaseDown(fakes.MemoryStore):
+    asked = 0
+
+    async def rate_take(self, *args: object) -> tuple[int, float, float]:
+        self.asked += 1
+        raise errors.DatabaseError("rate_take: ConnectionRefusedError")
+
+
+async def test_a_database_that_is_down_is_asked_again_with_backoff_not_in_a_spin() -> None:
+    store = _DatabaseDown()
+    rate = RateLimiter(store, "email", 1000)  # type: ignore[arg-type]
+    waiting = asyncio.create_task(rate.acquire(10))
+    await asyncio.sleep(30)
+    # Before: every millisecond (the wait for one token at 1,000/s): 30,000 times.
+    assert store.asked <= 12  # 0.1, 0.2, 0.4 ... then every 5 s
+    rate.stop()
+    assert await waiting == 0

@@ -91,8 +91,43 @@ async def test_a_send_past_the_deadline_fails_and_the_sender_goes_on() -> None:
     r = _Recorder(pause=0.3, timeout=0.1)
     r.senders.add([_message(i) for i in range(4)])
     await r.until(4)
-    assert {c.error for c in r.finished} == {"timed out"}
+    by_id = {c.message_id: c for c in r.finished}
+    assert {by_id[i].error for i in range(3)} == {"timed out"}
+    # The fourth waited the whole wait limit (here the timeout) for a sender: given back
+    # unsent, so that its lease outlasts any send it starts.
+    assert by_id[3].status == Status.PENDING and by_id[3].refund
+    assert "waited too long" in (by_id[3].error or "")
     assert r.senders.busy == 0
+
+
+async def test_a_slow_destination_keeps_to_its_own_slots() -> None:
+    sent: list[int] = []
+    progress = asyncio.Event()
+
+    async def send(message: Message) -> Completion:
+        await asyncio.sleep(10 if message.recipient.endswith("@slow.example") else 0.001)
+        sent.append(message.id)
+        progress.set()
+        return Completion(message.id, message.attempts, Status.SENT)
+
+    finished: list[Completion] = []
+    queue = SendQueue(
+        concurrency=4, deadlines=Deadlines(30), send=send,
+        timed_out=lambda m: Completion(m.id, m.attempts, Status.PENDING),
+        finished=finished.append, destination=lambda m: m.recipient.rpartition("@")[2],
+        per_destination=2,
+    )  # fmt: skip
+    # The slow ones first: they must not take every sender.
+    queue.add([_message(i)._replace(recipient="x@slow.example") for i in range(8)])
+    async with asyncio.timeout(5):
+        for first in range(10, 30, 5):
+            queue.add([_message(i) for i in range(first, first + 5)])
+            while len(sent) < first - 5:
+                progress.clear()
+                await progress.wait()
+    assert sorted(sent) == list(range(10, 30))
+    assert queue.busy == 2  # the slow destination's own two slots
+    await queue.drain(0)
 
 
 async def test_messages_claimed_after_the_drain_go_straight_back() -> None:
