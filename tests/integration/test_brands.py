@@ -297,6 +297,8 @@ async def test_the_readme_example(pool: asyncpg.Pool, database_url: str, tmp_pat
     assert str(mail["From"]) == "Acme <hello@acme.example>"
     assert str(mail["Reply-To"]) == "support@acme.example"
     assert "Welcome to Acme" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert '<img src="https://acme.example/logo.png" alt="Acme"' in html  # the layout's logo
 
 
 async def test_a_digest_keeps_its_items_brand(pool: asyncpg.Pool) -> None:
