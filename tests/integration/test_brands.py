@@ -77,6 +77,15 @@ async def test_two_brands_send_as_themselves_through_moto_ses(
     for identity in ("acme.example", "globex.example"):
         ses.create_email_identity(EmailIdentity=identity)
     await asyncio.to_thread(_moto_api, moto_url, "start-recording", "POST")
+    try:
+        await _send_as_brands(pool, database_url, tmp_path, moto_url)
+    finally:  # the recorder is process-wide: later tests must not write to it
+        await asyncio.to_thread(_moto_api, moto_url, "stop-recording", "POST")
+
+
+async def _send_as_brands(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, moto_url: str
+) -> None:
     await pool.execute(BRANDS)
     acme = await _enqueue(pool, "ann@example.com", "acme")
     globex = await _enqueue(pool, "bob@example.com", "globex")
