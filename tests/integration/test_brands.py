@@ -78,40 +78,43 @@ async def test_two_brands_send_as_themselves_through_moto_ses(
         ses.create_email_identity(EmailIdentity=identity)
     await asyncio.to_thread(_moto_api, moto_url, "start-recording", "POST")
     try:
-        await pool.execute(BRANDS)
-        acme = await _enqueue(pool, "ann@example.com", "acme")
-        globex = await _enqueue(pool, "bob@example.com", "globex")
-        plain = await _enqueue(pool, "cy@example.com", None)
-        settings = make_settings(
-            database_url, tmp_path,
-            email={"provider": "ses", "from": f"Default <{SENDER}>",
-                   "reply_to": "desk@acme.example"},
-            aws={"endpoint_url": moto_url}, ses={"configuration_set": "default-events"},
-        )  # fmt: skip
-        await drain(settings, database_url)
-        assert {r["status"] for r in (await statuses(pool)).values()} == {"sent"}
-        sent = {m.destinations["ToAddresses"][0]: m for m in
-                ses_backends[ACCOUNT]["us-east-1"].sent_messages}  # fmt: skip
-        assert sent["ann@example.com"].source == "Acme <hi@acme.example>"
-        assert sent["bob@example.com"].source == "Globex <news@globex.example>"
-        assert sent["cy@example.com"].source == f"Default <{SENDER}>"
-        assert "Acme" in sent["ann@example.com"].subject
-        recorded = await asyncio.to_thread(_recorded_sends, moto_url)
-        requests = {r["Destination"]["ToAddresses"][0]: r for r in recorded}
-        assert requests["ann@example.com"]["ConfigurationSetName"] == "acme-events"
-        assert requests["ann@example.com"]["TenantName"] == "acme-tenant"
-        assert requests["ann@example.com"]["ReplyToAddresses"] == ["help@acme.example"]
-        assert requests["bob@example.com"]["ConfigurationSetName"] == "globex-events"
-        assert "TenantName" not in requests["bob@example.com"]
-        # A brand with its own From does not borrow another sender's Reply-To.
-        assert "ReplyToAddresses" not in requests["bob@example.com"]
-        assert requests["cy@example.com"]["ConfigurationSetName"] == "default-events"
-        assert requests["cy@example.com"]["ReplyToAddresses"] == ["desk@acme.example"]
-        assert sorted([acme, globex, plain]) == [acme, globex, plain]
-    finally:
-        # The server outlives this test: left on, it would record every later request
-        # into whatever directory is current then.
+        await _send_as_brands(pool, database_url, tmp_path, moto_url)
+    finally:  # the recorder is process-wide: later tests must not write to it
         await asyncio.to_thread(_moto_api, moto_url, "stop-recording", "POST")
+
+
+async def _send_as_brands(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, moto_url: str
+) -> None:
+    await pool.execute(BRANDS)
+    acme = await _enqueue(pool, "ann@example.com", "acme")
+    globex = await _enqueue(pool, "bob@example.com", "globex")
+    plain = await _enqueue(pool, "cy@example.com", None)
+    settings = make_settings(
+        database_url, tmp_path,
+        email={"provider": "ses", "from": f"Default <{SENDER}>", "reply_to": "desk@acme.example"},
+        aws={"endpoint_url": moto_url}, ses={"configuration_set": "default-events"},
+    )  # fmt: skip
+    await drain(settings, database_url)
+    assert {r["status"] for r in (await statuses(pool)).values()} == {"sent"}
+    sent = {m.destinations["ToAddresses"][0]: m for m in
+            ses_backends[ACCOUNT]["us-east-1"].sent_messages}  # fmt: skip
+    assert sent["ann@example.com"].source == "Acme <hi@acme.example>"
+    assert sent["bob@example.com"].source == "Globex <news@globex.example>"
+    assert sent["cy@example.com"].source == f"Default <{SENDER}>"
+    assert "Acme" in sent["ann@example.com"].subject
+    recorded = await asyncio.to_thread(_recorded_sends, moto_url)
+    requests = {r["Destination"]["ToAddresses"][0]: r for r in recorded}
+    assert requests["ann@example.com"]["ConfigurationSetName"] == "acme-events"
+    assert requests["ann@example.com"]["TenantName"] == "acme-tenant"
+    assert requests["ann@example.com"]["ReplyToAddresses"] == ["help@acme.example"]
+    assert requests["bob@example.com"]["ConfigurationSetName"] == "globex-events"
+    assert "TenantName" not in requests["bob@example.com"]
+    # A brand with its own From does not borrow another sender's Reply-To.
+    assert "ReplyToAddresses" not in requests["bob@example.com"]
+    assert requests["cy@example.com"]["ConfigurationSetName"] == "default-events"
+    assert requests["cy@example.com"]["ReplyToAddresses"] == ["desk@acme.example"]
+    assert sorted([acme, globex, plain]) == [acme, globex, plain]
 
 
 async def test_templates_see_the_brand_and_links_carry_it(
@@ -303,6 +306,8 @@ async def test_the_readme_example(pool: asyncpg.Pool, database_url: str, tmp_pat
     assert str(mail["From"]) == "Acme <hello@acme.example>"
     assert str(mail["Reply-To"]) == "support@acme.example"
     assert "Welcome to Acme" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert '<img src="https://acme.example/logo.png" alt="Acme"' in html  # the layout's logo
 
 
 async def test_a_digest_keeps_its_items_brand(pool: asyncpg.Pool) -> None:
