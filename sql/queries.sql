@@ -1123,5 +1123,5 @@ SELECT coalesce(sum(price_usd), 0)::float8 AS spent,
            AS unpriced,
        count(*) FILTER (WHERE status = 'delivered') AS delivered,
        count(*) FILTER (WHERE status = 'failed' AND provider_response IS NOT NULL) AS failed
-  FROM outbox.message
+  FROM outbox.message_all  -- the month's first days may be in the archive already
  WHERE channel = 'sms' AND sent_at IS NOT NULL AND sent_at >= $1

@@ -10,6 +10,7 @@ import asyncpg
 
 from daemon.delivery.reaper import Reaper
 from daemon.delivery.retention import Retention
+from daemon.feedback.sms_spend import SpendGate
 from daemon.feedback.store import FeedbackStore
 from daemon.settings import WorkerSettings
 from outbox import NewMessage, enqueue, enqueue_many
@@ -194,3 +195,37 @@ async def test_unsubscribing_from_an_archived_campaign_message_ends_the_subscrip
         "email", "u1@example.com", "marketing", opted_out=False
     )
     assert await pool.fetchval(status) == "active"
+
+
+async def test_an_open_of_an_archived_message_still_reaches_the_webhooks(
+    pool: asyncpg.Pool,
+) -> None:
+    # People open mail days after it was sent, when it has moved to the archive.
+    await pool.execute(
+        "INSERT INTO outbox.webhook_endpoint (url, secret) "
+        "VALUES ('https://app.example.com/hooks', 'a-secret-of-16-chars')"
+    )
+    message_id = await enqueue_one(pool, channel="email", recipient="ann@example.com", template="t")
+    await _finished(pool, message_id)
+    assert await Retention(pool).archive(3600) == 1
+    await pool.execute(
+        "INSERT INTO outbox.event (message_id, source, source_id, event_type, payload)"
+        " VALUES ($1, 'ses', 'open-1', 'open', '{}')",
+        message_id,
+    )
+    rows = await pool.fetch(
+        "SELECT type, data->>'message_id' AS id FROM outbox.webhook_delivery"
+        " WHERE type = 'message.opened'"
+    )
+    assert [(r["type"], r["id"]) for r in rows] == [("message.opened", str(message_id))]
+
+
+async def test_the_sms_spend_of_the_month_counts_archived_messages(pool: asyncpg.Pool) -> None:
+    # The spend cap must not forget what was sent in the month's first days.
+    message_id = await enqueue_one(pool, channel="sms", recipient="+14155550100", template="t")
+    await _finished(pool, message_id)
+    await pool.execute("UPDATE outbox.message SET price_usd = 0.25 WHERE id = $1", message_id)
+    assert await Retention(pool).archive(3600) == 1
+    gate = SpendGate(cap_usd=10.0, estimate_usd=0.01)
+    await gate.refresh(pool)
+    assert gate.spent_usd == 0.25
