@@ -25,7 +25,9 @@ async def test_the_sql_of_the_campaign_guide(
         # What a daemon's loop does for the sequence the guide enrolls u42 in.
         assert await conn.fetchval("SELECT outbox.advance_sequences()") == 1
     await drain(make_settings(database_url, tmp_path), database_url)
-    rows = await pool.fetch("SELECT template, status, campaign_id, tags FROM outbox.message")
+    rows = await pool.fetch(
+        "SELECT template, status, campaign_id, tags FROM outbox.message ORDER BY id"
+    )
     assert [(r["template"], r["status"]) for r in rows] == [
         ("list_confirm", "sent"), ("newsletter", "sent"), ("newsletter", "sent")
     ]  # fmt: skip
