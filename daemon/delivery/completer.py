@@ -114,7 +114,10 @@ class Completer:
                     extra={"action": "complete"},
                 )
             for listener in self.listeners:
-                listener(batch)
+                try:
+                    listener(batch)
+                except Exception:  # a listener's bug must not stop the results being written
+                    logger.exception("a listener of written results failed")
 
     def unwritten_for(self) -> float:
         """Seconds results have been waiting with no successful write (0: none wait)."""

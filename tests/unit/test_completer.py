@@ -170,3 +170,19 @@ async def test_a_refused_result_is_split_off_and_the_others_are_written() -> Non
     sent = {i for i, row in store.rows.items() if row.status == Status.SENT}
     assert sent == {r.message_id for r in results} - {store.poison}
     assert store.statements <= 8  # halves, not one retry after another for ever
+
+
+async def test_a_failing_listener_does_not_stop_the_writes(
+    store: fakes.MemoryStore, completer: Completer
+) -> None:
+    def broken(batch: Sequence[Completion]) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    completer.listeners.append(broken)
+    first, second = claimed(store, 2)
+    async with asyncio.timeout(5):
+        completer.add(first)
+        await completer.wait_idle()
+        completer.add(second)  # before: the completer had died with the listener's error
+        await completer.wait_idle()
+    assert {row.status for row in store.rows.values()} == {Status.SENT}
