@@ -188,10 +188,11 @@ class Daemon:
                     extra={"action": "start"},
                 )  # fmt: skip
 
-            channel_providers = await wiring.open_providers(
-                settings, self.provider_overrides, stack
-            )
+            channel_providers = wiring.build_providers(settings, self.provider_overrides)
+            # Before they open: the SMS spend cap wraps the SMS provider, and its opening
+            # reads the month's spend so far.
             receipt_loops = sms_receipts.build(pool, settings, channel_providers)
+            await wiring.open_providers(channel_providers, stack)
             render_threads = RenderThreads(settings.worker.render_timeout)
             stack.callback(render_threads.close)
             self.completer = completer = Completer(store, self.worker_id)

@@ -28,20 +28,21 @@ from outbox.store import Store
 logger = logging.getLogger(__name__)
 
 
-async def open_providers(
-    settings: Settings, overrides: Mapping[str, Provider], stack: AsyncExitStack
-) -> dict[str, Provider]:
-    """Each channel's provider (a test's override, else the configured one), opened and
-    closed with ``stack``."""
-    channel_providers: dict[str, Provider] = {
+def build_providers(settings: Settings, overrides: Mapping[str, Provider]) -> dict[str, Provider]:
+    """Each channel's provider: a test's override, else the configured one (not opened yet,
+    so that a wrapper such as the SMS spend cap can still take its place)."""
+    return {
         Channel.EMAIL.value: overrides.get("email") or providers.build_email(settings),
         Channel.SMS.value: overrides.get("sms") or providers.build_sms(settings),
         Channel.INAPP.value: overrides.get("inapp") or InappProvider(),
     }
+
+
+async def open_providers(channel_providers: Mapping[str, Provider], stack: AsyncExitStack) -> None:
+    """Open every provider; ``stack`` closes them."""
     for provider in channel_providers.values():
         await provider.open()
         stack.push_async_callback(provider.close)
-    return channel_providers
 
 
 def dispatcher(
