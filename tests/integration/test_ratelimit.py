@@ -42,10 +42,12 @@ async def test_two_limiters_share_one_rate(database_url: str) -> None:
             await p.close()
     achieved = len(stamps) / elapsed
     assert 0.9 * rate <= achieved <= 1.05 * rate + 2, achieved
-    # No one-second window holds more than one second's worth (plus one take's worth).
+    # No one-second window holds more than one second's worth, give or take what is in
+    # flight: the stamps are taken when a grant arrives, so a grant held up on its way back
+    # (a busy machine) joins the next ones; each limiter has at most one take on the way.
     stamps.sort()
     worst = max(sum(1 for t in stamps[i:] if t < start + 1.0) for i, start in enumerate(stamps))
-    assert worst <= rate + limiters[0].max_take
+    assert worst <= rate + 2 * len(limiters) * limiters[0].max_take, worst
 
 
 async def test_unused_tokens_are_given_back(pool: asyncpg.Pool) -> None:
