@@ -29,7 +29,7 @@ from daemon.bench import phases, support
 from daemon.people.digests import DigestFlusher, DigestTemplates
 from daemon.people.store import PeopleStore
 from daemon.settings import PeopleSettings
-from outbox import migrations, resources
+from outbox import resources
 from outbox.models import Status
 from outbox.store import Completion, Store
 
@@ -114,14 +114,14 @@ async def run(admin_dsn: str, items: int, groups: int, batched: int, claims: int
     """Both phases, in throwaway databases."""
     result: dict[str, Any] = {}
     async with phases.throwaway_database(admin_dsn) as dsn:
-        await _migrate(dsn)
+        await phases.migrate(dsn)
         result["flush"] = await flush(dsn, items, groups)
     async with (
         phases.throwaway_database(admin_dsn) as alone,
         phases.throwaway_database(admin_dsn) as beside,
     ):
-        await _migrate(alone)
-        await _migrate(beside)
+        await phases.migrate(alone)
+        await phases.migrate(beside)
         result["claim"] = await claim_beside_batched(alone, beside, batched, claims)
     return result
 
@@ -239,11 +239,3 @@ async def _fill(conn: asyncpg.Connection, items: int, groups: int, *, due_in: fl
     await conn.execute("TRUNCATE outbox.message CASCADE")
     await conn.execute(_BATCHED, items, groups, float(due_in))
     await conn.execute("VACUUM ANALYZE outbox.message")
-
-
-async def _migrate(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()

@@ -27,12 +27,10 @@ import resource
 import statistics
 from typing import Any
 
-import asyncpg
-
 from daemon import db
 from daemon.bench import people, phases, support
 from daemon.settings import Settings
-from outbox import errors, migrations
+from outbox import errors
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,11 +155,7 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
             support.fake_credentials()
         daemon_settings = phases.daemon_settings(settings, args, port)
         async with phases.throwaway_database(admin_dsn) as dsn:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await migrations.migrate(conn)
-            finally:
-                await conn.close()
+            await phases.migrate(dsn)
             if args.extra_pending:
                 await phases.fill(dsn, args.extra_pending, not_before_future=True)
                 result["extra_pending"] = args.extra_pending

@@ -20,7 +20,7 @@ import asyncpg
 from daemon import db
 from daemon.bench import support
 from daemon.settings import Settings
-from outbox import NewMessage, enqueue_many
+from outbox import NewMessage, enqueue_many, migrations
 from outbox.models import Status
 from outbox.store import Completion, Store
 
@@ -29,6 +29,15 @@ TEMPLATE = "welcome"
 
 def throwaway_database(dsn: str) -> contextlib.AbstractAsyncContextManager[str]:
     return db.scratch_database(dsn, f"outboxd_bench_{secrets.token_hex(4)}")
+
+
+async def migrate(dsn: str) -> None:
+    """Bring the database at ``dsn`` to the current schema."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
 
 
 def _messages(count: int, *, offset: int = 0) -> Iterator[NewMessage]:

@@ -14,13 +14,11 @@ import statistics
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from pydantic import SecretStr
 
 from daemon import db
 from daemon.bench import phases
 from daemon.settings import PoolMode, Settings
-from outbox import migrations
 
 
 def _through(dsn: str, address: str) -> str:
@@ -35,11 +33,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"direct": [], "pgbouncer": []}
     cpu: dict[str, list[float]] = {"direct": [], "pgbouncer": []}
     async with phases.throwaway_database(admin_dsn) as dsn:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrations.migrate(conn)
-        finally:
-            await conn.close()
+        await phases.migrate(dsn)
         pooled_settings = direct_settings.model_copy(
             update={
                 "database": direct_settings.database.model_copy(

@@ -35,7 +35,6 @@ import asyncpg
 from daemon import db
 from daemon.bench import phases
 from daemon.delivery.retention import Retention
-from outbox import migrations
 from outbox.models import Status
 from outbox.store import Completion, Store
 
@@ -158,14 +157,6 @@ async def _sizes(dsn: str) -> dict[str, Any]:
         await conn.close()
 
 
-async def _migrated(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
-
-
 async def run(admin_dsn: str, sends: int, claim_rows: int, delete: bool) -> dict[str, Any]:
     """The whole comparison; the databases are dropped afterwards."""
     sides = ["fresh", "archive", *(["delete"] if delete else [])]
@@ -177,7 +168,7 @@ async def run(admin_dsn: str, sends: int, claim_rows: int, delete: bool) -> dict
     ):
         dsns = {"fresh": fresh, "archive": archived, "delete": deleted}
         for side in sides:
-            await _migrated(dsns[side])
+            await phases.migrate(dsns[side])
         for side in sides[1:]:
             print(f"{side}: {sends:,} sends", file=sys.stderr, flush=True)
             result[f"{side}_life"] = await _life(dsns[side], sends, archive=side == "archive")

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -28,7 +29,6 @@ import asyncpg
 from daemon import db
 from daemon.bench import phases, support
 from daemon.settings import Settings
-from outbox import migrations
 
 SECRET = "whsec_bench_0123456789abcdef"
 SIDES = ("trigger_off", "no_endpoint", "one_endpoint")
@@ -42,13 +42,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
     result: dict[str, Any] = {"messages": args.messages, "events": args.webhook_events}
     port = support.free_port()
-    with support._server(["-m", "daemon.bench.hook_sink", str(port), SECRET], port):
+    with support._server([sys.executable, "-m", "daemon.bench.hook_sink", str(port), SECRET], port):
         async with phases.throwaway_database(admin_dsn) as dsn:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await migrations.migrate(conn)
-            finally:
-                await conn.close()
+            await phases.migrate(dsn)
             result["trigger"] = await _trigger_cost(dsn, args.messages, args.webhook_rounds)
             result["cost"] = await _cost(dsn, drain_settings, args)
             result["throughput"] = await _throughput(dsn, base, port, args.webhook_events)

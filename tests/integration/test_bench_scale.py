@@ -1,4 +1,5 @@
-"""``outboxd bench --retention`` and ``--pgbouncer`` run end to end on small numbers."""
+"""``outboxd bench --retention``, ``--pgbouncer`` and ``--webhooks`` run end to end on
+small numbers."""
 
 from __future__ import annotations
 
@@ -43,3 +44,15 @@ def test_bench_pgbouncer_drains_both_ways(postgres_admin_dsn: str, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ratio"] > 0 and len(report["rates"]["pgbouncer"]) == 1
+
+
+@pytest.mark.slow
+def test_bench_webhooks_posts_to_its_receiver(postgres_admin_dsn: str, tmp_path: Path) -> None:
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=postgres_admin_dsn, OUTBOXD_LOG_LEVEL="WARNING")
+    result = outboxd(
+        env, "bench", "--webhooks", "--messages", "300", "--webhook-events", "100",
+        "--webhook-rounds", "1", "--json", timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) >= {"trigger", "cost", "throughput"}
