@@ -44,15 +44,19 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _wait_for_heading(browser: Any, text: str) -> None:
-    """Clicking submit returns before the next page has loaded: wait for it."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.common.by import By
+    """Clicking submit returns before the next page has loaded: wait for it.
+
+    The heading is read in one script call: finding it and then asking for its text
+    are two calls, and the page can be replaced between them (Chromium then answers
+    "Node with given id does not belong to the document", not a stale element).
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(
-        browser, 10, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    read = "const h = document.querySelector('h1'); return h ? h.innerText.trim() : null;"
+    WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(read) == text
     )
-    wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == text)
 
 
 async def _preferences(database_url: str) -> dict[str, bool]:

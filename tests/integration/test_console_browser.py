@@ -119,10 +119,12 @@ async def _status(database_url: str, message_id: int) -> str:
 
 
 def _wait(browser: Any, condition: Any, timeout: float = 15) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    """Wait for a condition; any driver error while a page is being replaced is retried
+    (a node found on the old page can be gone before its text is read)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    ignored = (NoSuchElementException, StaleElementReferenceException)
+    ignored = (WebDriverException,)
     return WebDriverWait(browser, timeout, ignored_exceptions=ignored).until(condition)
 
 
