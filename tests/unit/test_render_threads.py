@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
 import pytest
 
 from daemon.delivery.render_threads import RenderOverrun, RenderThreads
@@ -28,3 +32,70 @@ async def test_results_errors_and_a_runaway_render() -> None:
         assert [await threads.run(str.lower, "A") for _ in range(4)] == ["a"] * 4
     finally:
         threads.close()
+
+
+async def test_a_runaway_render_in_a_chunk_fails_alone() -> None:
+    # One thread: the four renders asked in one turn go to it as one chunk.
+    threads = RenderThreads(0.2, threads=1)
+    try:
+        results = await asyncio.gather(
+            threads.run(str.upper, "a"),
+            threads.run(_forever, None),
+            threads.run(str.upper, "b"),
+            threads.run(_fail, None),
+            return_exceptions=True,
+        )
+        assert results[0] == "A"
+        assert isinstance(results[1], RenderOverrun)
+        assert results[2] == "B"
+        assert isinstance(results[3], ValueError)
+    finally:
+        threads.close()
+
+
+async def test_many_results_wake_the_event_loop_once_or_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any) -> asyncio.Handle:
+        nonlocal wakeups
+        if threading.current_thread() is not threading.main_thread():
+            wakeups += 1
+        return call_soon_threadsafe(callback, *args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    first_started, gate, last_started = threading.Event(), threading.Event(), threading.Event()
+    count = 64
+
+    def render(i: int) -> int:
+        if i == 0:
+            first_started.set()
+            gate.wait()
+        if i == count - 1:
+            last_started.set()
+        return i * i
+
+    threads = RenderThreads(30.0, threads=1)
+    try:
+        tasks = [asyncio.create_task(threads.run(render, i)) for i in range(count)]
+        assert await asyncio.to_thread(first_started.wait, 30)
+        wakeups = 0  # to_thread's own
+        # The event loop stands still until every render but the last has finished: the
+        # first finished one asks for a wake-up, the others join it.
+        gate.set()
+        assert last_started.wait(30)
+        assert await asyncio.gather(*tasks) == [i * i for i in range(count)]
+    finally:
+        threads.close()
+    # One wake-up for the results that were waiting, at most one more for the last.
+    assert 1 <= wakeups <= 2
+
+
+async def test_a_render_asked_for_after_close_is_cancelled_not_left_waiting() -> None:
+    threads = RenderThreads(0.2, threads=1)
+    threads.close()
+    with pytest.raises(asyncio.CancelledError):
+        await threads.run(str.upper, "late")
