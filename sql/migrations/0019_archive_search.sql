@@ -20,3 +20,9 @@ CREATE INDEX IF NOT EXISTS message_archive_trouble_idx ON outbox.message_archive
 CREATE INDEX IF NOT EXISTS message_archive_notification_idx
     ON outbox.message_archive (notification_id)
     WHERE notification_id IS NOT NULL;
+
+-- Search by creation time. outbox.message has no such index (one more entry per message
+-- on the delivery path), and needs none for recent times: walking its newest ids finds
+-- them at once. In the archive that walk would find nothing recent and go through every
+-- archived row (0.4 s at a million) before it answers "none".
+CREATE INDEX IF NOT EXISTS message_archive_created_at_idx ON outbox.message_archive (created_at);
