@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Sequence
@@ -29,6 +27,8 @@ from cryptography.fernet import Fernet
 from cryptography.fernet import InvalidToken as FernetInvalid
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from outbox import signing
 
 _LEGACY_SIG_BYTES = 16
 _KDF_INFO = b"outboxd unsubscribe token v2"
@@ -46,19 +46,6 @@ class UnsubscribeClaim:
     issued_at: int
     #: The brand of the message the link came from (``outbox.brand``); None: no brand.
     brand: str | None = None
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    # Only the canonical spelling is accepted: otherwise the unused bits of the last
-    # character give every token several valid spellings.
-    if _b64(data) != text:
-        raise ValueError("non-canonical base64")
-    return data
 
 
 @functools.lru_cache(maxsize=16)
@@ -113,7 +100,7 @@ def read_token(
 
 def _read(keys: Sequence[bytes], token: str) -> UnsubscribeClaim:
     try:
-        padded = base64.urlsafe_b64encode(_unb64(token))
+        padded = base64.urlsafe_b64encode(signing.unb64url(token))
     except ValueError as exc:
         raise InvalidToken("malformed token") from exc
     for key in keys:
@@ -130,16 +117,11 @@ def _read(keys: Sequence[bytes], token: str) -> UnsubscribeClaim:
 def _read_legacy(keys: Sequence[bytes], token: str) -> UnsubscribeClaim:
     try:
         encoded_payload, encoded_sig = token.split(".")
-        payload = _unb64(encoded_payload)
-        signature = _unb64(encoded_sig)
+        payload = signing.unb64url(encoded_payload)
+        signature = signing.unb64url(encoded_sig)
     except (ValueError, TypeError) as exc:
         raise InvalidToken("malformed token") from exc
-    if not any(
-        hmac.compare_digest(
-            hmac.new(key, payload, hashlib.sha256).digest()[:_LEGACY_SIG_BYTES], signature
-        )
-        for key in keys
-    ):
+    if not signing.signed_by_any(keys, payload, signature, _LEGACY_SIG_BYTES):
         raise InvalidToken("bad signature")
     try:
         *fields, issued_at = json.loads(payload.decode("utf-8"))

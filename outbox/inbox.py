@@ -14,14 +14,13 @@ full 32-byte digest, and b64url the URL-safe alphabet without padding.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
-import hmac
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from outbox import signing
 
 VERSION = "v1"
 #: Longer tokens are refused before any work (an HTTP header line holds at most 8190 bytes).
@@ -42,27 +41,14 @@ class InboxClaim:
     expires: int
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _unb64(text: str) -> bytes:
-    if not _B64URL.fullmatch(text):
+    if not _B64URL.fullmatch(text):  # an empty segment too
         raise ValueError("not base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    # Only the canonical spelling: otherwise the unused bits of the last character would
-    # give one token several valid spellings.
-    if _b64(data) != text:
-        raise ValueError("non-canonical base64url")
-    return data
+    return signing.unb64url(text)
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
     return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
-
-
-def _signature(secret: bytes, head: str) -> bytes:
-    return hmac.new(secret, head.encode("ascii"), hashlib.sha256).digest()
 
 
 def inbox_token(key: str, *, secret: str | bytes, ttl: int = 3600, now: float | None = None) -> str:
@@ -80,8 +66,8 @@ def inbox_token(key: str, *, secret: str | bytes, ttl: int = 3600, now: float | 
     if not secret_bytes:
         raise ValueError("inbox_token: secret is empty")
     expires = int(time.time() if now is None else now) + ttl
-    head = f"{VERSION}.{_b64(key.encode('utf-8'))}.{expires}"
-    return f"{head}.{_b64(_signature(secret_bytes, head))}"
+    head = f"{VERSION}.{signing.b64url(key.encode('utf-8'))}.{expires}"
+    return f"{head}.{signing.b64url(signing.hmac_sha256(secret_bytes, head.encode('ascii')))}"
 
 
 def read_inbox_token(
@@ -103,11 +89,7 @@ def read_inbox_token(
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidInboxToken("malformed token") from exc
     head = token.rsplit(".", 1)[0]
-    # Every key is tried, so the time taken does not tell which one matched.
-    matched = False
-    for secret in keys:
-        matched |= hmac.compare_digest(_signature(secret, head), signature)
-    if not matched:
+    if not signing.signed_by_any(keys, head.encode("ascii"), signature):
         raise InvalidInboxToken("bad signature")
     if not key:
         raise InvalidInboxToken("malformed token")

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+import tests.port_guard  # noqa: F401  (installs its audit hook for the whole run)
 from daemon.db import scratch_database, with_database
 from outbox import migrations
 

@@ -6,7 +6,9 @@ and what migration 0015's indexes cost the hot path.
    installation has them, plus their feedback events and suppressions); every query a
    console page runs is EXPLAIN ANALYZEd (warm: the second run) and reported with the
    indexes it used, its rows and its time. Actions run inside a transaction that is
-   rolled back.
+   rolled back. With ``--archive-after-hours H``, messages finished more than H hours
+   before are first moved to the archive, as the daemon's maintenance does (the default
+   delay is 24 hours: then nearly every finished message of the month is archived).
 2. indexes - in alternating rounds on the same table, without and with 0015's indexes:
    the enqueue rate (batched INSERTs) and the claim + completion floor (the daemon's own
    claim of 500 rows and its batched completion as ``sent``), rows per second.
@@ -32,7 +34,8 @@ from typing import Any
 import asyncpg
 
 from daemon import db
-from daemon.bench.console_data import FILL, FILL_EXTRAS, FLOOR_ROWS
+from daemon.bench import console_data
+from daemon.bench.console_data import FLOOR_ROWS
 from daemon.http.console import queries
 from daemon.http.console.queries import Filters
 from outbox import migrations, resources
@@ -91,6 +94,7 @@ def _cases(n: int) -> Iterator[tuple[str, str, list[Any]]]:
     }.items():
         yield case, sql, []
     yield "message: the row", queries.MESSAGE, [message]
+    yield "message: a pending row", queries.MESSAGE, [n - 100]
     yield "message: its events", queries.EVENTS, [message + 5]  # a bounced one
     yield "message: its person", queries.PERSON, ["u7"]
     yield "message: its webhook deliveries", queries.WEBHOOKS, [message]
@@ -142,23 +146,19 @@ async def _explain(conn: asyncpg.Connection, sql: str, args: list[Any]) -> dict[
     return result
 
 
-async def _fill(conn: asyncpg.Connection, n: int) -> float:
-    started = time.perf_counter()
-    await conn.execute(FILL, n)
-    await conn.execute(FILL_EXTRAS)
-    await conn.execute("VACUUM ANALYZE outbox.message")
-    await conn.execute("ANALYZE")
-    return time.perf_counter() - started
-
-
-async def explain(dsn: str, n: int) -> list[dict[str, Any]]:
-    """Fill a scratch database beside ``dsn`` with ``n`` messages and EXPLAIN ANALYZE every
-    console query: rows of case, indexes, rows, ms."""
+async def explain(
+    dsn: str, n: int, *, archive_after_hours: float | None = None
+) -> list[dict[str, Any]]:
+    """Fill a scratch database beside ``dsn`` with ``n`` messages (archiving those finished
+    more than ``archive_after_hours`` ago) and EXPLAIN ANALYZE every console query: rows
+    of case, indexes, rows, ms."""
     async with db.scratch_database(dsn, f"outboxd_bench_{secrets.token_hex(4)}") as scratch:
         conn = await asyncpg.connect(scratch, server_settings={"statement_timeout": "0"})
         try:
             await migrations.migrate(conn)
-            await _fill(conn, n)
+            await console_data.fill(conn, n)
+            if archive_after_hours is not None:
+                await console_data.archive(conn, archive_after_hours)
             rows = []
             for case, sql, args in _cases(n):
                 result = await _explain(conn, sql, args)
@@ -226,7 +226,7 @@ async def indexes(
         pool = await asyncpg.create_pool(scratch, min_size=1, max_size=2)
         try:
             await migrations.migrate(conn)
-            await _fill(conn, n)
+            await console_data.fill(conn, n)
             await _drain(Store(pool))  # the fill's own due rows, before any round
             results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
             order = list(results)
@@ -270,7 +270,7 @@ def _report(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]] | Non
 
 async def _main(dsn: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    rows = await explain(dsn, args.messages)
+    rows = await explain(dsn, args.messages, archive_after_hours=args.archive_after_hours)
     costs = (
         None
         if args.skip_indexes
@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3, help="rounds per index variant")
     parser.add_argument("--skip-indexes", action="store_true", help="only the EXPLAINs")
     parser.add_argument("--split", action="store_true", help="also each search index alone")
+    parser.add_argument(
+        "--archive-after-hours",
+        type=float,
+        help="archive messages finished longer ago than this before the EXPLAINs",
+    )
     args = parser.parse_args(argv)
     dsn, _ = db.resolve_dsn(settings_module.load())
     asyncio.run(_main(dsn, args))

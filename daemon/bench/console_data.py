@@ -10,6 +10,10 @@ the newest 1% still pending (half due, half scheduled), a few of those leased.
 
 from __future__ import annotations
 
+import time
+
+import asyncpg
+
 FILL = """
 INSERT INTO outbox.message
     (channel, recipient, template, context, category, status, attempts, last_error,
@@ -86,3 +90,23 @@ SELECT 'email', 'floor' || g || '@example.com', 'welcome', '{"name": "Ann"}',
        CASE WHEN g % 2 = 0 THEN g END
   FROM generate_series(1, $1) AS g
 """
+
+
+async def fill(conn: asyncpg.Connection, n: int) -> float:
+    """Insert ``n`` messages (FILL) and the rest (FILL_EXTRAS); the seconds it took."""
+    started = time.perf_counter()
+    await conn.execute(FILL, n)
+    await conn.execute(FILL_EXTRAS)
+    await conn.execute("VACUUM ANALYZE outbox.message")
+    await conn.execute("ANALYZE")
+    return time.perf_counter() - started
+
+
+async def archive(conn: asyncpg.Connection, after_hours: float) -> int:
+    """Move every message finished more than ``after_hours`` ago to the archive."""
+    moved = await conn.fetchval(
+        "SELECT outbox.archive_messages($1::float8 * interval '1 hour', 2000000000)", after_hours
+    )
+    await conn.execute("VACUUM ANALYZE outbox.message")
+    await conn.execute("ANALYZE outbox.message_archive")
+    return int(moved)

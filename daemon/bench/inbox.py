@@ -131,7 +131,7 @@ def _stream_settings(settings: Settings, clients: int) -> Settings:
     return settings.model_copy(
         update={
             "http": settings.http.model_copy(
-                update={"enabled": True, "host": "127.0.0.1", "port": 0}
+                update={"enabled": True, "host": "127.0.0.1", "port": 0, "admin_port": 0}
             ),
             "secret_key": (SecretStr(SECRET),),
             "email": settings.email.model_copy(update={"provider": "null"}),

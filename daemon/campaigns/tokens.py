@@ -25,6 +25,8 @@ from cryptography.fernet import InvalidToken as FernetInvalid
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from outbox import signing
+
 #: Longer tokens are refused before any work (a click token carries its URL).
 MAX_TOKEN_CHARS = 4096
 
@@ -58,15 +60,10 @@ def verify(keys: Sequence[bytes], purpose: str, token: str) -> list[Any]:
         raise InvalidLink("no verification key configured")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not token.isascii():
         raise InvalidLink("malformed token")
-    padded = (token + "=" * (-len(token) % 4)).encode("ascii")
     try:
-        # Only the canonical spelling: otherwise the unused bits of the last character
-        # (and characters base64 skips) would give every token several valid spellings.
-        canonical = base64.urlsafe_b64encode(base64.urlsafe_b64decode(padded)) == padded
-    except ValueError:
-        canonical = False
-    if not canonical:
-        raise InvalidLink("malformed token")
+        padded = base64.urlsafe_b64encode(signing.unb64url(token))
+    except ValueError as exc:
+        raise InvalidLink("malformed token") from exc
     for key in keys:
         try:
             data = _fernet(key, purpose).decrypt(padded)

@@ -28,13 +28,8 @@ from daemon.http import (
     unsubscribe,
     webhooks,
 )
-from daemon.http.connections import (
-    GUARD,
-    LISTEN_BACKLOG,
-    ConnectionGuard,
-    connection_budget,
-    raise_file_limit,
-)
+from daemon.http.connections import GUARD, LISTEN_BACKLOG, ConnectionGuard
+from daemon.http.file_limits import connection_budget, raise_file_limit
 from daemon.http.state import ServiceState
 from daemon.people.profiles import PeopleStore
 from daemon.settings import ENV_PREFIX

@@ -7,8 +7,9 @@ file descriptors, and then the sends fail. Here each server's listening socket h
 connections to a :class:`ConnectionGuard`, which
 
 * buffers a connection's bytes until its request head is complete (at most
-  :data:`MAX_HEAD_BYTES`, else 431; ASCII only, else 400) and only then hands it to
-  aiohttp, so that a slow head costs a small buffer, not a request handler;
+  :data:`~daemon.http.head_buffer.MAX_HEAD_BYTES`, else 431; ASCII only, else 400) and
+  only then hands it to aiohttp, so that a slow head costs a small buffer, not a request
+  handler;
 * keeps at most ``limit`` connections open: at the cap, the connection that has waited
   longest for its head is closed to make room (one whose head has arrived, or that is
   being served, never is), and if every connection is being served the new one is closed;
@@ -16,71 +17,27 @@ connections to a :class:`ConnectionGuard`, which
   seconds of connecting or of its previous response (the same as an idle keep-alive);
 * answers 408 to a request whose body does not arrive within ``body_timeout`` seconds.
 
-:func:`raise_file_limit` lifts the soft RLIMIT_NOFILE to the hard limit at start, and
-:func:`connection_budget` keeps the HTTP cap to a quarter of it (connections being closed
-and those accepted in one turn of the loop come on top: at most twice the cap in all).
+The bytes of a head are held by :class:`~daemon.http.head_buffer.HeadBufferProtocol`;
+the cap itself comes from :mod:`daemon.http.file_limits`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import resource
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from daemon import metrics
+from daemon.http.head_buffer import HeadBufferProtocol
 
-logger = logging.getLogger(__name__)
-
-#: Share of the file-descriptor limit the public HTTP server may hold.
-HTTP_SHARE_OF_FILES = 4
-#: A request head longer than this is refused (431) before aiohttp sees the connection.
-MAX_HEAD_BYTES = 32 * 1024
-_HEAD_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
-)
-_HEAD_NOT_ASCII = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 26\r\n"
-    b"Connection: close\r\n\r\nrequest head is not ASCII\n"
-)
 #: The kernel's queue of connections not yet accepted: deep, so that a flood does not
 #: drop the SYNs of real clients. (asyncio accepts up to the backlog given to
 #: ``create_server`` per turn of the loop, which stays at aiohttp's 128: batches larger
 #: than the cap would push out newcomers before their first bytes are read.)
 LISTEN_BACKLOG = 4096
-
-
-def raise_file_limit() -> int:
-    """Raise the soft open-files limit to the hard one; returns the soft limit now set."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            logger.warning("could not raise the open-files limit: %s", exc)
-    return soft
-
-
-def connection_budget(wanted: int, file_limit: int) -> int:
-    """``wanted`` connections, at most a quarter of ``file_limit`` (the rest stays for the
-    database pool, SMTP and AWS connections, files and the claim loops)."""
-    budget = max(1, min(wanted, file_limit // HTTP_SHARE_OF_FILES))
-    if budget < wanted:
-        logger.warning(
-            "HTTP connections capped at %d: a quarter of the open-files limit (%d)",
-            budget,
-            file_limit,
-            extra={"action": "start"},
-        )
-    return budget
 
 
 class ConnectionGuard:
@@ -116,7 +73,7 @@ class ConnectionGuard:
         self, inner: Callable[[], asyncio.BaseProtocol]
     ) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for ``loop.create_server`` that guards ``inner``'s protocols."""
-        return lambda: _GuardedProtocol(self, inner)
+        return lambda: HeadBufferProtocol(self, inner)
 
     def start(self) -> None:
         self._schedule_sweep()
@@ -237,82 +194,6 @@ class ConnectionGuard:
 
     def _gauge(self) -> None:
         metrics.HTTP_CONNECTIONS.labels(self.name).set(self.open)
-
-
-class _GuardedProtocol(asyncio.Protocol):
-    """Holds a new connection's bytes until its request head is complete, and only then
-    hands the connection to aiohttp's protocol: a slow head never costs more than this
-    object and its buffer. Tells the guard of arrivals, progress and exits."""
-
-    __slots__ = ("_guard", "_head", "_inner", "_make_inner", "_tail", "_transport")
-
-    def __init__(self, guard: ConnectionGuard, make_inner: Callable[[], asyncio.BaseProtocol]):
-        self._guard = guard
-        self._make_inner = make_inner
-        self._inner: Any = None
-        self._transport: asyncio.Transport | None = None
-        self._head: bytearray | None = bytearray()
-        self._tail = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        if not self._guard.admit(transport):
-            transport.abort()
-            return
-        self._transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is None:
-            return  # turned away at the door
-        self._guard.forget(self._transport)
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        transport = self._transport
-        if transport is None:
-            return
-        head_complete = b"\r\n\r\n" in self._tail + data
-        self._tail = (self._tail + data)[-3:]
-        # A complete head protects the connection from eviction at once: aiohttp takes a
-        # moment to hand it to a handler, in which a flood of newcomers could push it out.
-        self._guard.received(transport, head_complete)
-        if self._inner is not None:
-            self._inner.data_received(data)
-            return
-        assert self._head is not None
-        self._head += data
-        if not head_complete:
-            if len(self._head) > MAX_HEAD_BYTES:
-                transport.write(_HEAD_TOO_LARGE)
-                transport.close()
-            return
-        buffered, self._head = bytes(self._head), None
-        head_end = buffered.find(b"\r\n\r\n")
-        if not buffered[:head_end].isascii():
-            # aiohttp keeps such bytes as surrogates, which some of its own error paths
-            # cannot encode again (an Expect header of them is a 500); no client of ours
-            # needs them (RFC 9110 obs-text).
-            transport.write(_HEAD_NOT_ASCII)
-            transport.close()
-            return
-        self._inner = self._make_inner()
-        self._inner.connection_made(transport)
-        self._inner.data_received(buffered)
-
-    def eof_received(self) -> bool | None:
-        if self._inner is None:
-            return None  # a head that will never end: close
-        result: bool | None = self._inner.eof_received()
-        return result
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
 
 
 #: The guard of the server an app is served by (set when the server starts).

@@ -16,8 +16,9 @@ from aiohttp import web
 
 from daemon.http import inbox_access as access
 from daemon.http.connections import GUARD
-from daemon.http.inbox_hub import InboxHub, Sink, Subscriber, count_frame, item_frame
+from daemon.http.inbox_hub import InboxHub
 from daemon.http.inbox_store import InboxStore, dumps, item_dict
+from daemon.http.inbox_subscriber import Sink, Subscriber, count_frame, item_frame
 from outbox import errors
 
 _REPLAY_PAGE = 500

@@ -6,30 +6,26 @@ down. :func:`load` turns validation errors into one line naming the variable.
 
 from __future__ import annotations
 
+from daemon.settings.base import ENV_PREFIX
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
-from daemon.settings.console import ConsoleSettings
-from daemon.settings.loading import credentials, describe, env_name, load
-from daemon.settings.sections import (
-    ENV_PREFIX,
+from daemon.settings.channels import (
     LOCAL_SEND_TIMEOUT,
     AwsSettings,
-    DatabaseSettings,
     EmailProviderName,
     EmailSettings,
-    FeedbackSettings,
     FileSettings,
-    HttpSettings,
-    InboxSettings,
-    PeopleSettings,
-    PoolMode,
     SesSettings,
     SmsProviderName,
     SmsSettings,
     SmtpSettings,
     SmtpTls,
-    WorkerSettings,
 )
+from daemon.settings.console import ConsoleSettings
+from daemon.settings.http import FeedbackSettings, HttpSettings, InboxSettings
+from daemon.settings.loading import credentials, describe, env_name, load
+from daemon.settings.people import PeopleSettings
 from daemon.settings.tree import Settings
+from daemon.settings.worker import DatabaseSettings, PoolMode, WorkerSettings
 
 __all__ = [
     "ENV_PREFIX",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from daemon.settings.sections import _Section
+from daemon.settings.base import _Section
 
 
 class CampaignSettings(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.settings.sections import _Section
+from daemon.settings.base import _Section
 
 #: A token shorter than this is guessable by anyone who can reach the admin port.
 MIN_TOKEN_LENGTH = 16

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from daemon.settings.sections import ENV_PREFIX
+from daemon.settings.base import ENV_PREFIX
 
 #: Fields whose values are never repeated in a message.
 SECRET_FIELDS = frozenset({"password", "secret_key", "database_url", "token"})

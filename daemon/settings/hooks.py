@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from daemon.feedback.outbound import Allowlist
-from daemon.settings.sections import ENV_PREFIX, _Section
+from daemon.settings.base import ENV_PREFIX, _Section
 
 
 class HookSettings(_Section):

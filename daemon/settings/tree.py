@@ -8,25 +8,22 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from daemon.settings.base import ENV_PREFIX
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
-from daemon.settings.console import ConsoleSettings
-from daemon.settings.hooks import HookSettings
-from daemon.settings.sections import (
-    ENV_PREFIX,
+from daemon.settings.channels import (
     LOCAL_SEND_TIMEOUT,
     AwsSettings,
-    DatabaseSettings,
     EmailSettings,
-    FeedbackSettings,
     FileSettings,
-    HttpSettings,
-    InboxSettings,
-    PeopleSettings,
     SesSettings,
     SmsSettings,
     SmtpSettings,
-    WorkerSettings,
 )
+from daemon.settings.console import ConsoleSettings
+from daemon.settings.hooks import HookSettings
+from daemon.settings.http import FeedbackSettings, HttpSettings, InboxSettings
+from daemon.settings.people import PeopleSettings
+from daemon.settings.worker import DatabaseSettings, WorkerSettings
 from outbox import resources
 
 

@@ -18,9 +18,13 @@ from outbox import NewMessage, enqueue_many
 from outbox.models import Channel
 from outbox.store import Completion
 
+#: HTTP settings of a test daemon: loopback, each server on a port the kernel picks.
+FREE_PORTS = {"host": "127.0.0.1", "port": 0, "admin_port": 0}
+
 
 def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
-    """Fast settings for tests: short polls and retries, no HTTP unless asked."""
+    """Fast settings for tests: short polls and retries, no HTTP unless asked, and when
+    asked, both servers on free loopback ports (another run may hold the defaults)."""
     worker = {
         "poll_interval": 0.2,
         "retry_base_seconds": 0.01,
@@ -29,11 +33,12 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "grace_seconds": 5.0,
         **overrides.pop("worker", {}),
     }
+    http = overrides.pop("http", None)
     values: dict[str, Any] = {
         "database_url": database_url,
         "data_dir": tmp_path / "data",
         "file": {"dir": tmp_path / "outgoing"},
-        "http": {"enabled": False},
+        "http": {"enabled": False} if http is None else {**FREE_PORTS, **http},
         "worker": worker,
         "email": {"from": "Acme <noreply@acme.example>", **overrides.pop("email", {})},
     }

@@ -23,6 +23,25 @@ async def test_every_console_query_is_explained(postgres_admin_dsn: str) -> None
 
 
 @pytest.mark.slow
+async def test_with_the_archive_every_search_reads_it_through_its_own_indexes(
+    postgres_admin_dsn: str,
+) -> None:
+    rows = await console.explain(postgres_admin_dsn, 5000, archive_after_hours=24)
+    by_case = {row["case"]: row["indexes"] for row in rows}
+
+    def archive_index(case: str) -> str:
+        [name] = [i for i in by_case[case] if i.startswith("message_archive_")]
+        return name.split("_", 3)[3]  # after message_archive_<month>_
+
+    assert archive_index("search: recipient") == "lower_id_idx"
+    assert archive_index("search: status failed") == "status_id_idx"
+    assert archive_index("search: notification") == "notification_id_idx"
+    assert archive_index("search: last hour") == "created_at_idx"
+    assert archive_index("message: the row") == "id_idx"
+    assert not any(i.startswith("message_archive_") for i in by_case["search: status pending"])
+
+
+@pytest.mark.slow
 async def test_the_index_cost_is_measured_both_ways(postgres_admin_dsn: str) -> None:
     result = await console.indexes(postgres_admin_dsn, 2000, 2)
     assert set(result) == {"none", "0015"}

@@ -307,6 +307,7 @@ async def test_sigterm_drains_every_process_gracefully(
 def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
     env["OUTBOXD_EMAIL__RATE"] = "fast"
+    env["OUTBOXD_HTTP__ENABLED"] = "false"  # were it to start, never on a default port
     result = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "run"], env=env, capture_output=True, timeout=60
     )
@@ -327,6 +328,7 @@ def test_an_occupied_http_port_is_a_clear_error(database_url: str, tmp_path: Pat
         env = _env(
             database_url, tmp_path, free_port(), OUTBOXD_EMAIL__PROVIDER="null",
             OUTBOXD_HTTP__ENABLED="true", OUTBOXD_HTTP__PORT=str(port),
+            OUTBOXD_HTTP__ADMIN_PORT="0",  # another run may hold the default
         )  # fmt: skip
         result = subprocess.run(
             [sys.executable, "-m", "daemon.cli", "run"], env=env, capture_output=True, timeout=60

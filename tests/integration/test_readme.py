@@ -287,7 +287,7 @@ def test_the_daemon_set_up_command_runs_the_daemon(workdir: Path) -> None:
     command = daemon.split(" && ")[-1]
     (workdir / ".venv").symlink_to(VENV_BIN.parent, target_is_directory=True)
     port = free_port()
-    env = {**_shell_env(), "OUTBOXD_HTTP__PORT": str(port)}
+    env = {**_shell_env(), "OUTBOXD_HTTP__PORT": str(port), "OUTBOXD_HTTP__ADMIN_PORT": "0"}
     proc = subprocess.Popen(
         shlex.split(command), cwd=workdir, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from daemon.http.connections import connection_budget
+from daemon.http.file_limits import connection_budget
 from daemon.main import Daemon
 from tests.integration.daemon_helpers import make_settings, running
 

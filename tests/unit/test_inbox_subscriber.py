@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.http.inbox_hub import Subscriber, count_frame, item_frame
 from daemon.http.inbox_store import Counts
+from daemon.http.inbox_subscriber import Subscriber, count_frame, item_frame
 
 
 async def test_frames_wait_until_live_then_go_straight_to_the_sink() -> None:

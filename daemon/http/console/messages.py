@@ -137,7 +137,12 @@ async def message(request: web.Request) -> web.StreamResponse:
         timeline=_timeline(detail),
         webhooks=detail.webhooks,
         preview=_preview(request, detail),
-        verbs={a: v for a, v in VERBS.items() if m["status"] in ACTIONS[a][0]},
+        # An archived message is read-only: the actions change outbox.message rows only.
+        verbs={
+            a: v
+            for a, v in VERBS.items()
+            if m["archived_at"] is None and m["status"] in ACTIONS[a][0]
+        },
         notice=request.query.get("notice", ""),
     )
 
@@ -179,7 +184,9 @@ async def act(request: web.Request, form: MultiDict[str]) -> web.StreamResponse:
         done = await console.store.act_on_ids(name, ids)
         logger.info("console: %s %d message(s)", DONE[name], len(done), extra={"action": "console"})
         skipped = len(ids) - len(done)
-        note = f" ({skipped} skipped: their status does not allow it)" if skipped else ""
+        note = (
+            f" ({skipped} skipped: archived, or their status does not allow it)" if skipped else ""
+        )
         raise back_to(back, f"{len(done)} message(s) {DONE[name]}{note}.")
     try:
         filters = filters_from(form)

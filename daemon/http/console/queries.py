@@ -117,25 +117,41 @@ SEARCH_COLUMNS = (
 
 #: Rows on the delivery path, which the search indexes of migration 0015 leave out.
 UNFINISHED = "status NOT IN ('pending', 'sending')"
+#: Statuses only outbox.message holds: the archive takes finished messages (0016).
+LIVE_ONLY = ("pending", "sending", "batched")
+#: Where a search reads, and what it says of each row's archiving (None: a live row).
+LIVE = "outbox.message", "NULL::timestamptz AS archived_at"
+ARCHIVE = "outbox.message_archive", "archived_at"
 
 
-def _select(filters: Filters, args: list[Any], before: int | None, extra: str = "") -> str:
+def _select(
+    filters: Filters,
+    args: list[Any],
+    before: int | None,
+    extra: str = "",
+    *,
+    table: tuple[str, str] = LIVE,
+) -> str:
     condition = where(filters, args) + (f" AND {extra}" if extra else "")
     if before is not None:
         args.append(before)
         condition += f" AND id < ${len(args)}"
+    name, archived_at = table
     return (
-        f"SELECT {SEARCH_COLUMNS} FROM outbox.message WHERE {condition} ORDER BY id DESC LIMIT $1"
+        f"SELECT {SEARCH_COLUMNS}, {archived_at} FROM {name} WHERE {condition} "
+        "ORDER BY id DESC LIMIT $1"
     )
 
 
 def search(filters: Filters, *, before: int | None, limit: int) -> tuple[str, list[Any]]:
     """A page of matches, newest first, from ``before`` (an id) down; one row more than
-    ``limit`` says whether there is a next page.
+    ``limit`` says whether there is a next page. Rows carry ``archived_at`` (None for a
+    message still in outbox.message).
 
-    A recipient's or a notification's messages of any status come from three parts: the
-    finished ones from the search indexes, the pending ones from the claim index, the
-    leased ones from the lease index.
+    Live and archived messages are two parts, each read newest first through its own
+    indexes and merged. A recipient's or a notification's live messages of any status
+    come from three parts: the finished ones from the search indexes, the pending ones
+    from the claim index, the leased ones from the lease index.
     """
     args: list[Any] = [limit + 1]
     if filters.status is None and (filters.recipient is not None or filters.notification):
@@ -144,8 +160,13 @@ def search(filters: Filters, *, before: int | None, limit: int) -> tuple[str, li
             _select(replace(filters, status="pending"), args, before),
             _select(replace(filters, status="sending"), args, before),
         ]
-        return "(" + ") UNION ALL (".join(parts) + ") ORDER BY id DESC LIMIT $1", args
-    return _select(filters, args, before), args
+    else:
+        parts = [_select(filters, args, before)]
+    if filters.status not in LIVE_ONLY:
+        parts.append(_select(filters, args, before, table=ARCHIVE))
+    if len(parts) == 1:
+        return parts[0], args
+    return "(" + ") UNION ALL (".join(parts) + ") ORDER BY id DESC LIMIT $1", args
 
 
 def count_for_action(filters: Filters, action: str, cap: int) -> tuple[str, list[Any]]:
@@ -238,7 +259,9 @@ ON CONFLICT (channel) DO UPDATE SET reason = EXCLUDED.reason, paused_by = EXCLUD
 RESUME = "DELETE FROM outbox.channel_pause WHERE channel = $1 RETURNING channel"
 
 # -- one message --------------------------------------------------------------------------
-MESSAGE = "SELECT * FROM outbox.message WHERE id = $1"
+#: Live or archived (``archived_at`` is None for a live one): outbox.message_all looks
+#: the id up in each table's primary key or id index.
+MESSAGE = "SELECT * FROM outbox.message_all WHERE id = $1"
 EVENTS = """
 SELECT event_type, subtype, source, occurred_at, created_at, payload
   FROM outbox.event WHERE message_id = $1 ORDER BY coalesce(occurred_at, created_at), id
