@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,9 +28,22 @@ def free_port() -> int:
         return port
 
 
-#: Postfix's sink (Debian package postfix), when installed.
-POSTFIX_SMTP_SINK = Path("/usr/lib/postfix/sbin/smtp-sink")
+#: Where Postfix's sink is installed outside PATH (Debian 12 puts it in /usr/sbin, which
+#: is not on an ordinary user's PATH; older packages kept it with Postfix's daemons).
+POSTFIX_SMTP_SINK_DIRS = (Path("/usr/sbin"), Path("/usr/lib/postfix/sbin"))
 SMTP_SINKS = ("minimal", "postfix", "aiosmtpd")
+
+
+def postfix_smtp_sink() -> Path | None:
+    """Postfix's ``smtp-sink`` (Debian package postfix): on PATH or where Debian puts it."""
+    found = shutil.which("smtp-sink")
+    if found:
+        return Path(found)
+    for folder in POSTFIX_SMTP_SINK_DIRS:
+        candidate = folder / "smtp-sink"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 @contextlib.contextmanager
@@ -42,9 +56,12 @@ def smtp_sink(kind: str = "minimal") -> Iterator[int]:
     """
     port = free_port()
     if kind == "postfix":
-        if not POSTFIX_SMTP_SINK.exists():
-            raise RuntimeError(f"{POSTFIX_SMTP_SINK} is not installed (Debian package postfix)")
-        command = [str(POSTFIX_SMTP_SINK), "-c", f"127.0.0.1:{port}", "1000"]
+        sink = postfix_smtp_sink()
+        if sink is None:
+            raise RuntimeError("Postfix's smtp-sink is not installed (Debian package postfix)")
+        # It refuses to run as root without a user to become.
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        command = [str(sink), *user, "-c", f"127.0.0.1:{port}", "1000"]
     elif kind == "aiosmtpd":
         command = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
                    "-c", "aiosmtpd.handlers.Sink"]  # fmt: skip

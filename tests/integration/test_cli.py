@@ -252,6 +252,23 @@ def test_bench_smtp_against_the_minimal_sink_in_rounds(
     assert len(report["floor_ratios"]) == 2 and report["floor_ratio"] > 0
 
 
+@pytest.mark.slow
+def test_bench_smtp_against_postfix_smtp_sink(postgres_admin_dsn: str, tmp_path: Path) -> None:
+    from daemon.bench.support import postfix_smtp_sink
+
+    if postfix_smtp_sink() is None:
+        pytest.skip("Postfix's smtp-sink is not installed (Debian package postfix)")
+    env = _env(tmp_path, OUTBOXD_DATABASE_URL=postgres_admin_dsn, OUTBOXD_LOG_LEVEL="WARNING")
+    result = outboxd(
+        env, "bench", "--provider", "smtp", "--smtp-sink", "postfix", "--messages", "200",
+        "--skip", "latency", "--skip", "notify", "--skip", "floor", "--json", timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["smtp_sink"] == "postfix"
+    assert report["drain"]["sent"] == 200
+
+
 async def test_requeue_of_a_missing_id_is_a_clear_error(
     database_url: str, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
