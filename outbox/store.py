@@ -5,6 +5,7 @@ Driver errors are translated at this boundary into :class:`outbox.errors.Databas
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -75,6 +76,11 @@ class Completion(NamedTuple):
     refund: bool = False
     #: In-app deliveries: the item written into ``outbox.inbox`` with the result.
     inbox: InboxItem | None = None
+    #: When the outcome was decided, on the event loop's clock (``time.monotonic`` in a
+    #: standard loop); 0: when it is written. A result written later (the completer
+    #: batches them) still records the send's own time as ``sent_at``, and a retry is due
+    #: ``retry_delay`` after the failure, not after the write.
+    finished_at: float = 0.0
 
 
 class Store:
@@ -166,8 +172,9 @@ class Store:
     async def _complete(
         db: asyncpg.Pool | asyncpg.Connection, completions: Sequence[Completion], worker: str
     ) -> int:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        ids, attempts, statuses, errs, providers, provider_ids, delays, refunds = columns
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        ids, attempts, statuses, errs, providers, provider_ids, delays, refunds, ages = columns
+        now = asyncio.get_running_loop().time()
         for c in completions:
             ids.append(c.message_id)
             attempts.append(c.attempts)
@@ -177,6 +184,8 @@ class Store:
             provider_ids.append(db_text(c.provider_message_id))
             delays.append(c.retry_delay)
             refunds.append(1 if c.refund else 0)
+            # Seconds since the outcome: the database's clock minus this is the send's time.
+            ages.append(max(now - c.finished_at, 0.0) if c.finished_at else 0.0)
         result = await db.execute(sql.get("complete_many"), *columns, worker)
         return int(result.rsplit(" ", 1)[-1])
 

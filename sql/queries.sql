@@ -107,27 +107,31 @@ SELECT u.n,
   LEFT JOIN outbox.recipient r ON r.key = u.key
  ORDER BY u.n
 
--- complete_many(ids, attempts, statuses, errors, providers, provider_message_ids, retry_delays, refunds, worker) --
+-- complete_many(ids, attempts, statuses, errors, providers, provider_message_ids, retry_delays, refunds, ages, worker) --
 -- Writes a batch of results. Guarded by the lease: a row that was reclaimed after its
--- lease expired (different worker, or a later attempt) is left alone.
+-- lease expired (different worker, or a later attempt) is left alone. ages: seconds since
+-- each outcome was decided (results wait a little to be written together), so that
+-- sent_at is the send's own time and a retry is due its delay after the failure, both on
+-- the database's clock.
 UPDATE outbox.message m
    SET status = r.status,
        last_error = r.error,
        provider = coalesce(r.provider, m.provider),
        provider_message_id = coalesce(r.provider_message_id, m.provider_message_id),
-       sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE m.sent_at END,
+       sent_at = CASE WHEN r.status = 'sent' THEN now() - make_interval(secs => r.age)
+                    ELSE m.sent_at END,
        not_before = CASE WHEN r.status = 'pending'
-                         THEN now() + make_interval(secs => r.retry_delay)
+                         THEN now() + make_interval(secs => r.retry_delay - r.age)
                          ELSE m.not_before END,
        attempts = m.attempts - r.refund,
        locked_by = NULL,
        locked_until = NULL,
        updated_at = now()
-  FROM (SELECT u.*, $9::text AS worker
+  FROM (SELECT u.*, $10::text AS worker
           FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[],
-                      $6::text[], $7::float8[], $8::integer[])
+                      $6::text[], $7::float8[], $8::integer[], $9::float8[])
                AS u(id, attempts, status, error, provider, provider_message_id, retry_delay,
-                    refund)
+                    refund, age)
         OFFSET 0) AS r
  -- The rows are found by primary key, for as many rows as there are results, whatever the
  -- statistics say. The lease checks compare with columns of the results (OFFSET 0 keeps

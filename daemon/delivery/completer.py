@@ -1,8 +1,14 @@
 """Writes delivery results in batches ("group commit").
 
 Results accumulate while a write is in flight; the next write takes all of them (up to
-``max_batch``) in one ``UPDATE ... FROM unnest(...)``. Under load this batches naturally,
-and an idle daemon still writes each result at once. A write that met the database down
+``max_batch``) in one ``UPDATE ... FROM unnest(...)``. While results keep coming (a write
+ended less than ``flush_interval`` ago), fewer than ``min_batch`` also wait until the
+oldest of them is ``flush_interval`` old: a slow provider (SMTP) finishes its sends one by
+one, and without the wait every write would carry the few that finished during the one
+before. Each result carries the time of its send, which is what the row records as
+``sent_at``. An idle daemon still writes a result at once, and so is an in-app delivery
+(a person may be looking at the inbox), and stopping writes everything left without
+waiting. A write that met the database down
 keeps its results and retries: results are only ever lost with the process (then the
 lease expires and the row is retried - the documented crash window). A write whose
 values the database refused is split in halves until the one refused result is alone;
@@ -13,6 +19,7 @@ in front of the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,11 +37,27 @@ OnWritten = Callable[[Sequence[Completion]], None]
 class Completer:
     """Collects delivery results and writes them in batches, guarded by the lease."""
 
-    def __init__(self, store: Store, worker_id: str, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        *,
+        max_batch: int = 1000,
+        min_batch: int = 100,
+        flush_interval: float = 0.05,
+    ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.max_batch = max_batch
+        #: Results that are written at once while results keep coming; fewer wait.
+        self.min_batch = min(min_batch, max_batch)
+        #: How long a result may wait for others (seconds); 0: never waits.
+        self.flush_interval = flush_interval
         self._pending: list[Completion] = []
+        # Loop time of the end of the last successful write; None: none yet.
+        self._written_at: float | None = None
+        # An in-app delivery waits: write now.
+        self._urgent = False
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._idle = asyncio.Event()
@@ -54,11 +77,19 @@ class Completer:
         return len(self._pending)
 
     def add(self, completion: Completion) -> None:
-        if not self._pending:
+        """Queue a result for writing; stamps it with the time of its outcome (now)."""
+        pending = self._pending
+        if not pending:
             self._waiting_since = time.monotonic()
-        self._pending.append(completion)
+        if not completion.finished_at:
+            completion = completion._replace(finished_at=asyncio.get_running_loop().time())
+        pending.append(completion)
         self._idle.clear()
-        self._wakeup.set()
+        if completion.inbox is not None:
+            self._urgent = True
+            self._wakeup.set()
+        elif len(pending) == 1 or len(pending) >= self.min_batch:
+            self._wakeup.set()  # in between, a waiting run() has nothing new to decide
 
     async def run(self) -> None:
         """Write results until :meth:`stop` is called and everything is written."""
@@ -71,6 +102,13 @@ class Completer:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            linger = self._linger()
+            if linger > 0:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(linger):
+                        await self._wakeup.wait()
                 continue
             batch = self._pending[:limit]
             if self._gave_up():
@@ -105,6 +143,8 @@ class Completer:
             limit = self.max_batch
             del self._pending[: len(batch)]
             self._waiting_since = time.monotonic() if self._pending else None
+            self._written_at = asyncio.get_running_loop().time()
+            self._urgent = any(c.inbox is not None for c in self._pending)
             metrics.COMPLETE_BATCH_SIZE.observe(len(batch))
             if written < len(batch):
                 self.lost += len(batch) - written
@@ -118,6 +158,25 @@ class Completer:
                     listener(batch)
                 except Exception:  # a listener's bug must not stop the results being written
                     logger.exception("a listener of written results failed")
+
+    def _linger(self) -> float:
+        """How long to wait for more results before writing those pending (0: write now)."""
+        pending = self._pending
+        if (
+            self._stopping
+            or self._urgent
+            or len(pending) >= self.min_batch
+            or self._written_at is None
+            or self.flush_interval <= 0
+        ):
+            return 0.0
+        now = asyncio.get_running_loop().time()
+        if now - self._written_at >= self.flush_interval:
+            return 0.0  # results come seldom: no reason to hold this one back
+        linger = pending[0].finished_at + self.flush_interval - now
+        # Under a millisecond: not worth a wait (and a clock that counts in steps of one
+        # may never get past it).
+        return linger if linger >= 0.001 else 0.0
 
     def unwritten_for(self) -> float:
         """Seconds results have been waiting with no successful write (0: none wait)."""

@@ -7,7 +7,9 @@ library's address parser; and three regular-expression passes over the whole mes
 protocol cannot pipeline: a reply that arrives beside the one awaited is dropped.
 
 Here, on a server that advertises PIPELINING, MAIL, RCPT and DATA go out in one write and
-their three replies come back together; the message follows the 354 in a second write.
+their three replies come back together; the message follows the 354 in a second write,
+made by the protocol as the replies arrive, so that the sending task wakes once per
+transaction (for the final reply), not twice.
 For the transaction only, the connection's transport hands its bytes to a small protocol
 of ours, then goes back to aiosmtplib's, which keeps owning the connection (EHLO,
 STARTTLS, AUTH, QUIT, close). The addresses are ones the daemon has validated already (a
@@ -60,8 +62,11 @@ def stuff(data: bytes) -> bytes:
 class _Replies(asyncio.Protocol):
     """Collects SMTP replies while it is the transport's protocol."""
 
-    def __init__(self, inner: asyncio.BaseProtocol) -> None:
+    def __init__(self, inner: asyncio.BaseProtocol, transport: asyncio.WriteTransport) -> None:
         self.inner = inner
+        self.transport = transport
+        #: The message to write once MAIL and RCPT are accepted and DATA answered 354.
+        self.content: bytes | None = None
         self.buffer = b""
         self.replies: collections.deque[aiosmtplib.SMTPResponse] = collections.deque()
         self.wanted = 0
@@ -84,6 +89,15 @@ class _Replies(asyncio.Protocol):
         self._check()
 
     def _reply(self, reply: bytes) -> None:
+        if reply.find(b"\n") == len(reply) - 1 and reply[3:4] in (b" ", b"\r"):
+            # One line (most replies): nothing to split and join.
+            try:
+                code = int(reply[:3])
+            except ValueError:
+                code = -1
+            text = reply[4:].strip().decode("utf-8", "surrogateescape")
+            self.replies.append(aiosmtplib.SMTPResponse(code, text))
+            return
         lines = reply.splitlines()
         try:
             code = int(lines[-1][:3])
@@ -93,6 +107,13 @@ class _Replies(asyncio.Protocol):
         self.replies.append(aiosmtplib.SMTPResponse(code, text))
 
     def _check(self) -> None:
+        content = self.content
+        if content is not None and len(self.replies) >= 3 and self.lost is None:
+            self.content = None
+            mail, rcpt, data = self.replies[0], self.replies[1], self.replies[2]
+            if data.code == 354 and mail.code == 250 and rcpt.code in (250, 251):
+                self.transport.write(content)
+                self.wanted = 4  # and the reply to the message
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             if self.lost is not None:
@@ -119,16 +140,28 @@ class _Replies(asyncio.Protocol):
 
     async def read(self, count: int) -> list[aiosmtplib.SMTPResponse]:
         """The next ``count`` replies."""
-        if len(self.replies) < count:
+        self.wanted = count
+        await self._wait()
+        return [self.replies.popleft() for _ in range(count)]
+
+    async def transaction(self, content: bytes) -> list[aiosmtplib.SMTPResponse]:
+        """The replies to MAIL, RCPT and DATA; when they accept the message, ``content``
+        is written as they arrive, and its own reply comes fourth."""
+        self.content = content
+        self.wanted = 3
+        await self._wait()
+        return [self.replies.popleft() for _ in range(self.wanted)]
+
+    async def _wait(self) -> None:
+        """Until ``wanted`` replies are here (``_check`` may raise ``wanted``)."""
+        if len(self.replies) < self.wanted:
             if self.lost is not None:
                 raise self.lost
-            self.wanted = count
             self.waiter = asyncio.get_running_loop().create_future()
             try:
                 await self.waiter
             finally:
                 self.waiter = None
-        return [self.replies.popleft() for _ in range(count)]
 
 
 async def send(client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> str:
@@ -146,11 +179,16 @@ async def send(client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
     commands = f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii")
     transport, inner = client.transport, client.protocol
     assert isinstance(transport, asyncio.WriteTransport) and inner is not None
-    replies = _Replies(inner)
+    replies = _Replies(inner, transport)
     transport.set_protocol(replies)
     try:
         transport.write(commands)
-        mail_reply, rcpt_reply, data_reply = await replies.read(3)
+        mail_reply, rcpt_reply, data_reply, *done = await replies.transaction(message)
+        if done:  # accepted: the message went out when the 354 came
+            if done[0].code != 250:
+                await _reset(transport, replies)
+                raise aiosmtplib.SMTPDataError(done[0].code, done[0].message)
+            return done[0].message
         if data_reply.code == 354 and (mail_reply.code != 250 or rcpt_reply.code not in (250, 251)):
             # A server that took DATA after refusing the envelope: end the empty message.
             transport.write(b".\r\n")
@@ -164,15 +202,8 @@ async def send(client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
             raise aiosmtplib.SMTPRecipientsRefused(
                 [aiosmtplib.SMTPRecipientRefused(code, text, recipient)]
             )
-        if data_reply.code != 354:
-            await _reset(transport, replies)
-            raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        transport.write(message)
-        (done,) = await replies.read(1)
-        if done.code != 250:
-            await _reset(transport, replies)
-            raise aiosmtplib.SMTPDataError(done.code, done.message)
-        return done.message
+        await _reset(transport, replies)
+        raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
     finally:
         if not transport.is_closing():
             transport.set_protocol(inner)

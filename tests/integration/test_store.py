@@ -268,6 +268,32 @@ async def test_retry_and_refund_are_written_in_one_batch(pool: asyncpg.Pool) -> 
     assert rows[c.id]["status"] == "failed" and rows[c.id]["last_error"] == "550 no such user"
 
 
+async def test_a_result_written_later_records_the_time_of_its_send(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await enqueue_many(conn, [NewMessage("email", f"u{i}@example.com", "t") for i in range(2)])
+    store = Store(pool)
+    sent, failed = await store.claim("email", 2, "w", 60)
+    # Both outcomes were decided 30 s before the completer wrote them.
+    decided = asyncio.get_running_loop().time() - 30
+    written = await store.complete_many(
+        [
+            Completion(sent.id, sent.attempts, Status.SENT, provider="smtp", finished_at=decided),
+            Completion(failed.id, failed.attempts, Status.PENDING, error="451 try later",
+                       retry_delay=60, finished_at=decided),
+        ],
+        "w",
+    )  # fmt: skip
+    assert written == 2
+    now = await pool.fetchval("SELECT now()")
+    rows = {r["id"]: r for r in await pool.fetch("SELECT * FROM outbox.message")}
+    # Before, sent_at was the write's time and the retry was due 60 s after the write.
+    assert now - timedelta(seconds=31) < rows[sent.id]["sent_at"] < now - timedelta(seconds=29)
+    # the row itself changed at the write
+    assert rows[sent.id]["updated_at"] > rows[sent.id]["sent_at"] + timedelta(seconds=29)
+    due = rows[failed.id]["not_before"]
+    assert now + timedelta(seconds=29) < due < now + timedelta(seconds=31)
+
+
 async def test_reaper_fails_rows_that_used_all_attempts(pool: asyncpg.Pool) -> None:
     message_id = await enqueue_one(pool, channel="email", recipient="a@b.example", template="t")
     store = Store(pool)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from daemon.delivery.completer import Completer
 from outbox import errors
-from outbox.models import Status
+from outbox.models import InboxItem, Status
 from outbox.store import Completion
 from tests.unit import fakes
 
@@ -64,12 +65,93 @@ async def test_results_that_arrive_during_a_write_go_together_in_the_next(
 async def test_an_idle_completer_writes_each_result_at_once(
     store: fakes.MemoryStore, completer: Completer
 ) -> None:
+    written_at: list[float] = []
+    completer.listeners.append(lambda batch: written_at.append(fakes.now()))
     first, second = claimed(store, 2)
     completer.add(first)
     await completer.wait_idle()
+    await asyncio.sleep(1)  # longer than the flush interval: results come seldom
+    added = fakes.now()
     completer.add(second)
     await completer.wait_idle()
-    assert store.writes == [[first], [second]]
+    assert [[c.message_id for c in batch] for batch in store.writes] == [[1], [2]]
+    assert written_at == [0.0, added]
+
+
+@contextlib.asynccontextmanager
+async def flushing(store: fakes.MemoryStore, **limits: float) -> AsyncIterator[Completer]:
+    """A running completer with these batch limits, stopped at the end."""
+    completer = Completer(store, WORKER, **limits)  # type: ignore[arg-type]
+    task = asyncio.create_task(completer.run())
+    yield completer
+    completer.stop()
+    await task
+
+
+async def test_results_that_keep_coming_are_written_together_within_the_interval(
+    store: fakes.MemoryStore,
+) -> None:
+    writes: list[tuple[float, list[Completion]]] = []
+    async with flushing(store, min_batch=100, flush_interval=0.05) as completer:
+        completer.listeners.append(lambda batch: writes.append((fakes.now(), list(batch))))
+        results = claimed(store, 41)
+        for result in results:  # a send finishes every 5 ms
+            completer.add(result)
+            await asyncio.sleep(0.005)
+        await completer.wait_idle()
+    # Before: a write for each result, since each arrived with no write in flight.
+    assert [len(batch) for _, batch in writes] == [1, 10, 10, 10, 10]
+    assert store.with_status(Status.SENT) == [r.message_id for r in results]
+    for at, batch in writes:
+        for completion in batch:  # stamped when added; none waited beyond the interval
+            assert 0 <= at - completion.finished_at <= 0.05 + 1e-6
+
+
+async def test_a_full_batch_is_written_without_waiting(store: fakes.MemoryStore) -> None:
+    writes: list[float] = []
+    async with flushing(store, min_batch=5, flush_interval=0.05) as completer:
+        completer.listeners.append(lambda batch: writes.append(fakes.now()))
+        first, *others = claimed(store, 6)
+        completer.add(first)
+        await completer.wait_idle()  # written at once: nothing came before
+        for result in others:
+            completer.add(result)
+        await completer.wait_idle()
+    assert writes == [0.0, 0.0]
+    assert [len(batch) for batch in store.writes] == [1, 5]
+
+
+async def test_stop_writes_the_waiting_results_at_once(store: fakes.MemoryStore) -> None:
+    completer = Completer(store, WORKER, flush_interval=10.0)  # type: ignore[arg-type]
+    task = asyncio.create_task(completer.run())
+    first, *others = claimed(store, 4)
+    completer.add(first)
+    await completer.wait_idle()
+    for result in others:
+        completer.add(result)
+    await asyncio.sleep(1)
+    assert store.with_status(Status.SENT) == [first.message_id]  # waiting for more
+    completer.stop()
+    await task
+    assert fakes.now() == 1.0  # not the ten seconds of the interval
+    assert store.with_status(Status.SENT) == [1, 2, 3, 4]
+
+
+async def test_an_in_app_delivery_is_written_at_once(store: fakes.MemoryStore) -> None:
+    writes: list[float] = []
+    async with flushing(store, flush_interval=10.0) as completer:
+        completer.listeners.append(lambda batch: writes.append(fakes.now()))
+        email, other_email, inapp = claimed(store, 3)
+        completer.add(email)
+        await completer.wait_idle()
+        await asyncio.sleep(1)
+        completer.add(other_email)  # waits for more ...
+        await asyncio.sleep(1)
+        item = InboxItem("u1", None, "transactional", 1, "Hi", "Hello", None, "{}")
+        completer.add(inapp._replace(inbox=item))  # ... until someone may be looking
+        await completer.wait_idle()
+    assert writes == [0.0, 2.0]
+    assert [len(batch) for batch in store.writes] == [1, 2]
 
 
 async def test_a_failing_write_is_retried_with_backoff_and_keeps_its_results(
