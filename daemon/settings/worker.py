@@ -52,7 +52,10 @@ class WorkerSettings(_Section):
         256,
         ge=1,
         le=10_000,
-        description="Sends in flight per channel (SMTP: at most 4 per pooled connection).",
+        description=(
+            "Sends in flight per channel (SMTP: at most one per pooled connection of a "
+            "recipient domain, domains served in turn)."
+        ),
     )
     processes: int = Field(
         1, ge=1, le=64, description="Daemon processes `run` starts (one per core is sensible)."
