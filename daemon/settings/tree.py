@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from daemon.settings.base import ENV_PREFIX
+from daemon.settings.base import ENV_PREFIX, postgres_dsn
 from daemon.settings.campaigns import CampaignSettings, TrackingSettings
 from daemon.settings.channels import (
     LOCAL_SEND_TIMEOUT,
@@ -92,11 +92,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("postgres://", "postgresql://")
-        ):
-            raise ValueError("must be a postgresql:// URL")
-        return value
+        return postgres_dsn(value)
 
     @model_validator(mode="after")
     def _cross_field(self) -> Settings:

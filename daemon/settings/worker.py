@@ -7,7 +7,7 @@ import enum
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from daemon.settings.base import ENV_PREFIX, _Section
+from daemon.settings.base import ENV_PREFIX, _Section, postgres_dsn
 
 
 class PoolMode(enum.StrEnum):
@@ -40,11 +40,7 @@ class DatabaseSettings(_Section):
     @field_validator("listen_url")
     @classmethod
     def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("postgres://", "postgresql://")
-        ):
-            raise ValueError("must be a postgresql:// URL")
-        return value
+        return postgres_dsn(value)
 
 
 class WorkerSettings(_Section):

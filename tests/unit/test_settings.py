@@ -49,6 +49,7 @@ ORIGINS = "invalid setting OUTBOXD_INBOX__ALLOWED_ORIGINS"
         ("OUTBOXD_HTTP__ENABLED", "maybe", "must be true or false"),
         ("OUTBOXD_PUBLIC_URL", "notify", "must be a URL"),
         ("OUTBOXD_DATABASE_URL", "mysql://x", "must be a postgresql:// URL"),
+        ("OUTBOXD_DATABASE__LISTEN_URL", "mysql://x", "must be a postgresql:// URL"),
         ("OUTBOXD_WORKER__LEASE_SECONDS", "3", "3 must exceed twice the send timeout"),
         ("OUTBOXD_EMAIL", "{not json", "not valid JSON"),
         ("OUTBOXD_TEMPLATES_DIR", "/no/such/dir", "no such directory"),
