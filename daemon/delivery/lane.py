@@ -177,18 +177,12 @@ class Lane:
         concurrency = self.concurrency
         batch_size = self.worker.batch_size
         # After a full claim, wait for a worthwhile number of free places instead of
-        # claiming one row per round trip: a quarter of the concurrency, or as many as
-        # the senders not busy now could take. A provider that keeps fewer sends in
-        # flight than the lane allows (SMTP to one domain: one per pooled connection)
-        # would otherwise claim a few rows each time a few sends end; one that fills
-        # every slot still claims while a quarter of its queue is left.
-        quarter = max(1, min(batch_size, concurrency) // 4)
+        # claiming one row per round trip.
+        refill = max(1, min(batch_size, concurrency) // 4)
         backlog = False
         db_failures = 0
         while not self.stopping:
-            busy = self.send_queue.busy
-            free = 2 * concurrency - busy - self.send_queue.waiting
-            refill = max(quarter, min(batch_size, concurrency - busy))
+            free = 2 * concurrency - self.send_queue.busy - self.send_queue.waiting
             if free <= 0 or (backlog and free < refill) or self._completer_congested():
                 await self._wait_for_slot()
                 continue
