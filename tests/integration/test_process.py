@@ -34,8 +34,11 @@ class SlowSink:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.received: list[str] = []
+        #: Recipients whose message reached DATA (sends on the wire, accepted or not yet).
+        self.started: list[str] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.started.extend(envelope.rcpt_tos)
         if self.delay:
             await asyncio.sleep(self.delay)
         parsed = email.message_from_bytes(envelope.content)
@@ -110,8 +113,14 @@ async def test_sigterm_finishes_in_flight_sends_and_exits_zero(
     await welcome_backlog(pool, 20)
     proc = _start(_env(database_url, tmp_path, port, OUTBOXD_WORKER__CONCURRENCY="4"))
     try:
-        # Four sends in flight, four more rows claimed and waiting for a slot.
+        # Four sends in flight, four more rows claimed and waiting for a slot. A row
+        # claimed is not yet a send on the wire (it may still be rendering): wait until the
+        # sink holds four messages.
         await _wait_until(pool, _SENDING, 8, 20, proc)
+        deadline = time.monotonic() + 20
+        while len(sink.started) < 4:
+            assert time.monotonic() < deadline, f"{len(sink.started)} sends reached the sink"
+            await asyncio.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 15)
     finally:
