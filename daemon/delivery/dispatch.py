@@ -124,7 +124,9 @@ class Dispatcher:
         if threads is None:
             return self.prepare(message)
         try:
-            return await threads.run(self.prepare, message)
+            # The key a template's record of quick renders is kept under (render_trust).
+            key = (message.channel, message.template, message.brand)
+            return await threads.run(self.prepare, message, key)
         except RenderOverrun:
             raise errors.TemplateError(
                 f"template {message.template!r}: rendering took longer than its "

@@ -17,6 +17,9 @@ one, every message cost a queue put, a thread wake-up and a write to the loop's 
 (each a chance for the GIL to change hands): 42-47 us of CPU per render, against 13 us
 in batches (a 25 us job with 256 callers, same session). The budget is still timed per
 message, so a runaway template fails only its own message.
+
+Templates that have shown they are quick render on the event loop instead, still within
+the budget (see :mod:`daemon.delivery.render_trust`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import ctypes
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
+
+from daemon.delivery.render_trust import InlineTrust
 
 T = TypeVar("T")
 
@@ -52,22 +57,40 @@ def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
 
 
 class _Job(Generic[T]):
-    __slots__ = ("arg", "error", "fn", "future", "overrun", "result", "side", "started")
+    __slots__ = (
+        "arg", "cpu", "error", "fn", "future", "key", "overrun", "result", "side", "started"
+    )  # fmt: skip
 
     def __init__(
-        self, fn: Callable[[Any], T], arg: Any, future: asyncio.Future[T], side: _LoopSide
+        self,
+        fn: Callable[[Any], T],
+        arg: Any,
+        future: asyncio.Future[T] | None = None,
+        side: _LoopSide | None = None,
+        key: Hashable | None = None,
     ) -> None:
         self.fn = fn
         self.arg = arg
         self.future = future
         self.side = side
+        self.key = key
         self.started = 0.0
+        #: CPU seconds the render took, in the thread that ran it.
+        self.cpu = 0.0
         self.result: T | None = None
         self.error: BaseException | None = None
         self.overrun = False
 
+    @property
+    def cost(self) -> float:
+        """The CPU the render counts as: all of it, for one the watchdog stopped."""
+        return float("inf") if self.overrun else self.cpu
+
     def settle(self) -> None:
         """On the event loop: hand the outcome to the waiting coroutine (if it still is)."""
+        assert self.future is not None and self.side is not None
+        if self.key is not None:
+            self.side.trust.observe(self.key, self.cost)
         if self.future.done():
             return
         if self.error is not None:
@@ -79,17 +102,19 @@ class _Job(Generic[T]):
 class _LoopSide:
     """The renders of one event loop: those asked for this turn, and those finished."""
 
-    __slots__ = ("asked", "finished", "jobs", "loop", "settle_scheduled", "stopped")
+    __slots__ = ("asked", "finished", "jobs", "loop", "settle_scheduled", "stopped", "trust")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         jobs: queue.SimpleQueue[list[_Job[Any]] | None],
         stopped: threading.Event,
+        trust: InlineTrust,
     ) -> None:
         self.loop = loop
         self.jobs = jobs
         self.stopped = stopped
+        self.trust = trust
         self.asked: list[_Job[Any]] = []
         self.finished: collections.deque[_Job[Any]] = collections.deque()
         self.settle_scheduled = False
@@ -105,7 +130,7 @@ class _LoopSide:
         asked, self.asked = self.asked, []
         if self.stopped.is_set():  # the threads are gone: shutdown interrupts these
             for job in asked:
-                job.future.cancel()
+                job.future.cancel()  # type: ignore[union-attr]
             return
         for start in range(0, len(asked), CHUNK):
             self.jobs.put(asked[start : start + CHUNK])
@@ -133,8 +158,12 @@ class _LoopSide:
 class RenderThreads:
     """Runs ``fn(arg)`` in worker threads; a run over ``budget`` seconds raises RenderOverrun."""
 
-    def __init__(self, budget: float, *, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(
+        self, budget: float, *, threads: int = DEFAULT_THREADS, trust: InlineTrust | None = None
+    ) -> None:
         self.budget = budget
+        #: Which keys render on the event loop (see :meth:`run`).
+        self.trust = trust if trust is not None else InlineTrust()
         self._jobs: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running: dict[int, _Job[Any]] = {}
@@ -150,17 +179,32 @@ class RenderThreads:
         for thread in self._threads:
             thread.start()
 
-    async def run(self, fn: Callable[[Any], T], arg: Any) -> T:
-        """``fn(arg)`` in a worker thread; its result, or what it raised."""
+    async def run(self, fn: Callable[[Any], T], arg: Any, key: Hashable | None = None) -> T:
+        """``fn(arg)`` in a worker thread; its result, or what it raised.
+
+        With a ``key`` (the template), the CPU each run takes is recorded, and once
+        :attr:`trust` says the key is quick, ``fn`` runs on the event loop's own thread,
+        still stopped by :class:`RenderOverrun` past the budget.
+        """
+        if key is not None and not self._stopped.is_set() and self.trust.inline(key):
+            return self._inline(fn, arg, key)
         loop = asyncio.get_running_loop()
         side = self._sides.get(loop)
         if side is None:
             # Loops that closed are forgotten (a test suite runs many in turn).
             self._sides = {k: v for k, v in self._sides.items() if not k.is_closed()}
-            side = self._sides[loop] = _LoopSide(loop, self._jobs, self._stopped)
+            side = self._sides[loop] = _LoopSide(loop, self._jobs, self._stopped, self.trust)
         future: asyncio.Future[T] = loop.create_future()
-        side.ask(_Job(fn, arg, future, side))
+        side.ask(_Job(fn, arg, future, side, key))
         return await future
+
+    def _inline(self, fn: Callable[[Any], T], arg: Any, key: Hashable) -> T:
+        job: _Job[T] = _Job(fn, arg)
+        self._guarded(threading.get_ident(), job)
+        self.trust.observe(key, job.cost)
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop the threads once their current chunk is done (they are daemon threads: a
@@ -176,25 +220,31 @@ class RenderThreads:
             if chunk is None:
                 return
             for job in chunk:
-                try:
-                    self._run(ident, job)
-                except BaseException as exc:  # an overrun that landed after the render ended
-                    with self._lock:
-                        self._running.pop(ident, None)
-                        _raise_in(ident, None)
-                    if job.error is None and job.result is None:
-                        job.error = exc
-                job.side.done(job)
+                self._guarded(ident, job)
+                job.side.done(job)  # type: ignore[union-attr]
+
+    def _guarded(self, ident: int, job: _Job[Any]) -> None:
+        """Run ``job`` in this thread under the watchdog; its outcome is left in ``job``."""
+        try:
+            self._run(ident, job)
+        except BaseException as exc:  # an overrun that landed after the render ended
+            with self._lock:
+                self._running.pop(ident, None)
+                _raise_in(ident, None)
+            if job.error is None and job.result is None:
+                job.error = exc
 
     def _run(self, ident: int, job: _Job[Any]) -> None:
         with self._lock:
             job.started = time.monotonic()
             self._running[ident] = job
+        cpu_started = time.thread_time()
         try:
             job.result = job.fn(job.arg)
         except BaseException as exc:
             job.error = exc
         finally:
+            job.cpu = time.thread_time() - cpu_started
             with self._lock:
                 self._running.pop(ident, None)
                 if job.overrun:

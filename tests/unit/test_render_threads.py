@@ -1,14 +1,17 @@
-"""RenderThreads: results and errors come back; a render over its budget is stopped."""
+"""RenderThreads: results and errors come back; a render over its budget is stopped, in a
+worker thread or, for a template that has shown it is quick, on the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from daemon.delivery.render_threads import RenderOverrun, RenderThreads
+from daemon.delivery.render_trust import InlineTrust
 
 
 def _forever(_: object) -> None:
@@ -99,3 +102,58 @@ async def test_a_render_asked_for_after_close_is_cancelled_not_left_waiting() ->
     threads.close()
     with pytest.raises(asyncio.CancelledError):
         await threads.run(str.upper, "late")
+
+
+async def test_a_quick_template_moves_to_the_event_loop_and_a_runaway_there_is_stopped() -> None:
+    loop_thread = threading.get_ident()
+    runs: list[tuple[str, bool]] = []
+
+    def render(arg: str) -> str:
+        runs.append((arg, threading.get_ident() == loop_thread))
+        if arg == "stuck":
+            _forever(arg)
+        return arg.upper()
+
+    threads = RenderThreads(0.2, threads=1, trust=InlineTrust(after=3, limit=0.05))
+    try:
+        assert [await threads.run(render, f"q{i}", "t") for i in range(5)] == [
+            "Q0", "Q1", "Q2", "Q3", "Q4",
+        ]  # fmt: skip
+        # Three quick renders in a thread, then the event loop's own thread.
+        assert [on_loop for _, on_loop in runs] == [False, False, False, True, True]
+        # Another template has no record yet: a thread.
+        assert await threads.run(render, "other", "u") == "OTHER"
+        assert runs[-1] == ("other", False)
+        # A trusted template that runs away on the loop is stopped within its budget, and
+        # the loop goes on; its next renders go back to a thread.
+        with pytest.raises(RenderOverrun):
+            await threads.run(render, "stuck", "t")
+        assert runs[-1] == ("stuck", True)
+        assert await threads.run(render, "after", "t") == "AFTER"
+        assert runs[-1] == ("after", False)
+        # Nothing is left pending for the loop's thread: it goes on like any other code.
+        await asyncio.sleep(0.3)
+        assert sum(range(10**5)) == 4999950000
+    finally:
+        threads.close()
+
+
+async def test_a_slow_render_in_a_thread_is_observed_when_settled() -> None:
+    trust = InlineTrust(after=1, limit=0.01)
+    threads = RenderThreads(5.0, threads=1, trust=trust)
+    try:
+        await threads.run(time.sleep, 0, "k")  # quick: trusted after one
+        assert trust.inline("k")
+        # CPU, not wall time, is what counts: a render waiting on something is not slow.
+        assert await threads.run(time.sleep, 0.05, "w") is None
+        assert trust.inline("w")
+        await threads.run(_spin, 0.05, "s")
+        assert not trust.inline("s")
+    finally:
+        threads.close()
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass

@@ -1,0 +1,44 @@
+"""InlineTrust: which templates render on the event loop, from their record of CPU."""
+
+from __future__ import annotations
+
+from daemon.delivery.render_trust import MAX_DEMOTIONS, InlineTrust
+
+
+def test_a_template_is_trusted_after_enough_quick_renders_in_a_row() -> None:
+    trust = InlineTrust(after=3, limit=0.002)
+    assert not trust.inline("welcome")
+    for _ in range(2):
+        trust.observe("welcome", 0.0005)
+    assert not trust.inline("welcome")
+    trust.observe("welcome", 0.002)  # at the limit still counts as quick
+    assert trust.inline("welcome")
+    assert not trust.inline("receipt")  # each template has its own record
+
+
+def test_a_slow_render_sends_it_back_and_doubles_what_it_takes_to_return() -> None:
+    trust = InlineTrust(after=2, limit=0.002)
+    for _ in range(2):
+        trust.observe("t", 0.001)
+    assert trust.inline("t")
+    trust.observe("t", 0.0021)
+    assert not trust.inline("t")
+    for _ in range(3):
+        trust.observe("t", 0.001)
+    assert not trust.inline("t")  # needs 4 now
+    trust.observe("t", 0.001)
+    assert trust.inline("t")
+
+
+def test_a_template_slow_again_and_again_stays_in_the_threads() -> None:
+    trust = InlineTrust(after=1, limit=0.002)
+    for _ in range(MAX_DEMOTIONS):
+        trust.observe("t", 1.0)
+    for _ in range(10_000):
+        trust.observe("t", 0.0)
+    assert not trust.inline("t")
+    trust.observe("u", float("inf"))  # a render the watchdog stopped
+    trust.observe("u", 0.0)
+    assert not trust.inline("u")
+    trust.observe("u", 0.0)
+    assert trust.inline("u")
