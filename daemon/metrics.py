@@ -78,6 +78,13 @@ CLAIM_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
     registry=REGISTRY,
 )
+RENDERS = Counter(
+    "outboxd_renders_total",
+    "Messages rendered, by where: in a worker thread, or on the event loop (templates "
+    "with a record of quick renders).",
+    ["where"],
+    registry=REGISTRY,
+)
 COMPLETE_BATCH_SIZE = Histogram(
     "outboxd_complete_batch_size",
     "Results written per completion statement.",

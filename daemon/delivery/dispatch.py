@@ -124,8 +124,11 @@ class Dispatcher:
         if threads is None:
             return self.prepare(message)
         try:
-            # The key a template's record of quick renders is kept under (render_trust).
-            key = (message.channel, message.template, message.brand)
+            # What a template's record of quick renders is kept under (render_trust), as
+            # a log line names it.
+            key = f"{message.channel} template {message.template!r}"
+            if message.brand is not None:
+                key += f" of brand {message.brand!r}"
             return await threads.run(self.prepare, message, key)
         except RenderOverrun:
             raise errors.TemplateError(

@@ -28,15 +28,21 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from daemon import metrics
 from daemon.delivery.render_trust import InlineTrust
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+_ON_LOOP = metrics.RENDERS.labels("event_loop")
+_IN_THREAD = metrics.RENDERS.labels("thread")
 
 #: Threads rendering at once: one runaway template leaves the others working.
 DEFAULT_THREADS = 3
@@ -90,7 +96,7 @@ class _Job(Generic[T]):
         """On the event loop: hand the outcome to the waiting coroutine (if it still is)."""
         assert self.future is not None and self.side is not None
         if self.key is not None:
-            self.side.trust.observe(self.key, self.cost)
+            _observe(self.side.trust, self.key, self.cost)
         if self.future.done():
             return
         if self.error is not None:
@@ -187,7 +193,9 @@ class RenderThreads:
         still stopped by :class:`RenderOverrun` past the budget.
         """
         if key is not None and not self._stopped.is_set() and self.trust.inline(key):
+            _ON_LOOP.inc()
             return self._inline(fn, arg, key)
+        _IN_THREAD.inc()
         loop = asyncio.get_running_loop()
         side = self._sides.get(loop)
         if side is None:
@@ -201,7 +209,7 @@ class RenderThreads:
     def _inline(self, fn: Callable[[Any], T], arg: Any, key: Hashable) -> T:
         job: _Job[T] = _Job(fn, arg)
         self._guarded(threading.get_ident(), job)
-        self.trust.observe(key, job.cost)
+        _observe(self.trust, key, job.cost)
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
@@ -265,3 +273,14 @@ class RenderThreads:
                 # Closed: still here until no render runs, so that a runaway one ends.
                 if stopped and not self._running:
                     return
+
+
+def _observe(trust: InlineTrust, key: Hashable, cost: float) -> None:
+    if trust.observe(key, cost):
+        # Said once per stall: the operator learns which template is slow, and for what.
+        logger.warning(
+            "%s took %s of CPU to render on the event loop: it renders in worker threads "
+            "again",
+            key, "its whole budget" if cost == float("inf") else f"{cost * 1000:.1f} ms",
+            extra={"action": "render"},
+        )  # fmt: skip

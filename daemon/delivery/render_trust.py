@@ -49,10 +49,13 @@ class InlineTrust:
         demotions = self._demotions.get(key, 0)
         return demotions < MAX_DEMOTIONS and self._streak.get(key, 0) >= self.after << demotions
 
-    def observe(self, key: Hashable, cpu_seconds: float) -> None:
-        """Record one render of ``key`` that took ``cpu_seconds`` of CPU."""
+    def observe(self, key: Hashable, cpu_seconds: float) -> bool:
+        """Record one render of ``key`` that took ``cpu_seconds`` of CPU; true when it was
+        slow while ``key`` was trusted (it renders in the threads again)."""
         if cpu_seconds > self.limit:
+            was_inline = self.inline(key)
             self._demotions[key] = min(self._demotions.get(key, 0) + 1, MAX_DEMOTIONS)
             self._streak[key] = 0
-        else:
-            self._streak[key] = self._streak.get(key, 0) + 1
+            return was_inline
+        self._streak[key] = self._streak.get(key, 0) + 1
+        return False

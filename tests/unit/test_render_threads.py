@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from daemon import metrics
 from daemon.delivery.render_threads import RenderOverrun, RenderThreads
 from daemon.delivery.render_trust import InlineTrust
 
@@ -157,3 +158,26 @@ def _spin(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
+
+
+async def test_a_trusted_template_slow_on_the_loop_is_named_in_the_log_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def renders(where: str) -> float:
+        return metrics.REGISTRY.get_sample_value("outboxd_renders_total", {"where": where}) or 0
+
+    before = {where: renders(where) for where in ("thread", "event_loop")}
+    threads = RenderThreads(5.0, threads=1, trust=InlineTrust(after=2, limit=0.01))
+    try:
+        for seconds in (0, 0, 0, 0.05):
+            await threads.run(_spin, seconds, "email template 'welcome'")
+    finally:
+        threads.close()
+    assert renders("thread") - before["thread"] == 2
+    assert renders("event_loop") - before["event_loop"] == 2
+    (record,) = [r for r in caplog.records if r.name == "daemon.delivery.render_threads"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(
+        "email template 'welcome' took 5"  # 50 ms and a little more
+    )
+    assert record.getMessage().endswith("on the event loop: it renders in worker threads again")

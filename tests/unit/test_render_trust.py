@@ -42,3 +42,13 @@ def test_a_template_slow_again_and_again_stays_in_the_threads() -> None:
     assert not trust.inline("u")
     trust.observe("u", 0.0)
     assert trust.inline("u")
+
+
+def test_observe_says_when_a_trusted_template_was_slow() -> None:
+    trust = InlineTrust(after=1, limit=0.002)
+    assert not trust.observe("t", 0.5)  # slow, but it was not on the loop
+    assert not trust.observe("t", 0.001)
+    assert not trust.observe("t", 0.001)
+    assert trust.inline("t")
+    assert trust.observe("t", 0.5)
+    assert not trust.observe("t", 0.5)  # once per stall
