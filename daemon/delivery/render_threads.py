@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import gc
 import logging
 import queue
 import threading
@@ -43,6 +44,19 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 _ON_LOOP = metrics.RENDERS.labels("event_loop")
 _IN_THREAD = metrics.RENDERS.labels("thread")
+
+#: Garbage collections started so far, in any thread. A render during which one ran is
+#: not timed: a full collection in a large process takes milliseconds of CPU, counted to
+#: whichever thread was running, and would send a quick template back to the threads.
+_collections = [0]
+
+
+def _count_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _collections[0] += 1
+
+
+gc.callbacks.append(_count_collection)
 
 #: Threads rendering at once: one runaway template leaves the others working.
 DEFAULT_THREADS = 3
@@ -81,15 +95,17 @@ class _Job(Generic[T]):
         self.side = side
         self.key = key
         self.started = 0.0
-        #: CPU seconds the render took, in the thread that ran it.
-        self.cpu = 0.0
+        #: CPU seconds the render took, in the thread that ran it; None: not timed (the
+        #: garbage collector ran meanwhile).
+        self.cpu: float | None = 0.0
         self.result: T | None = None
         self.error: BaseException | None = None
         self.overrun = False
 
     @property
-    def cost(self) -> float:
-        """The CPU the render counts as: all of it, for one the watchdog stopped."""
+    def cost(self) -> float | None:
+        """The CPU the render counts as: all of it, for one the watchdog stopped; None
+        for one that was not timed."""
         return float("inf") if self.overrun else self.cpu
 
     def settle(self) -> None:
@@ -246,13 +262,15 @@ class RenderThreads:
         with self._lock:
             job.started = time.monotonic()
             self._running[ident] = job
+        collections = _collections[0]
         cpu_started = time.thread_time()
         try:
             job.result = job.fn(job.arg)
         except BaseException as exc:
             job.error = exc
         finally:
-            job.cpu = time.thread_time() - cpu_started
+            cpu = time.thread_time() - cpu_started
+            job.cpu = cpu if _collections[0] == collections else None
             with self._lock:
                 self._running.pop(ident, None)
                 if job.overrun:
@@ -275,8 +293,8 @@ class RenderThreads:
                     return
 
 
-def _observe(trust: InlineTrust, key: Hashable, cost: float) -> None:
-    if trust.observe(key, cost):
+def _observe(trust: InlineTrust, key: Hashable, cost: float | None) -> None:
+    if cost is not None and trust.observe(key, cost):
         # Said once per stall: the operator learns which template is slow, and for what.
         logger.warning(
             "%s took %s of CPU to render on the event loop: it renders in worker threads "

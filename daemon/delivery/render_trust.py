@@ -8,12 +8,15 @@ rendering on the loop, 83-90 us and 10,400-11,000 a second (same session).
 So a template earns the loop: after :data:`TRUST_AFTER` renders in a row, each under
 :data:`INLINE_CPU_LIMIT` of CPU, its next messages render inline. One render over the limit
 (in a thread or inline) sends it back to the threads, and each time that happens it needs
-twice as many quick renders to come back: a template that is slow for some contexts, or
-for all, ends up in the threads for good. A new template, or a runaway one, never stops
-the loop: it renders in a thread first. An inline render is still bounded by the budget
-(the watchdog of :class:`~daemon.delivery.render_threads.RenderThreads` stops it on the
-loop's thread), so the most a trusted template that turns slow on one message can cost is
-one stall of the loop, no longer than the budget, after which it renders in the threads.
+twice as many quick renders in a row to come back, up to :data:`TRUST_AFTER` times
+``2 ** MAX_DEMOTIONS`` (8,192): a template slow for all contexts, or for one in a few
+thousand, stays in the threads; one that was slow once by accident comes back (a render
+the garbage collector interrupted is not counted at all, see ``render_threads``). A new
+template, or a runaway one, never stops the loop: it renders in a thread first. An inline
+render is still bounded by the budget (the watchdog of
+:class:`~daemon.delivery.render_threads.RenderThreads` stops it on the loop's thread), so
+the most a trusted template that turns slow on one message can cost is one stall of the
+loop, no longer than the budget, after which it renders in the threads.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ TRUST_AFTER = 32
 #: CPU seconds a render may take and still count as quick: a stall of the loop this long
 #: is no worse than one turn of it under load.
 INLINE_CPU_LIMIT = 0.002
-#: After this many slow renders, a template stays in the threads.
+#: Slow renders after which the quick renders a template needs stop doubling.
 MAX_DEMOTIONS = 8
 
 
@@ -46,8 +49,7 @@ class InlineTrust:
 
     def inline(self, key: Hashable) -> bool:
         """Whether ``key``'s next render may run on the event loop."""
-        demotions = self._demotions.get(key, 0)
-        return demotions < MAX_DEMOTIONS and self._streak.get(key, 0) >= self.after << demotions
+        return self._streak.get(key, 0) >= self.after << self._demotions.get(key, 0)
 
     def observe(self, key: Hashable, cpu_seconds: float) -> bool:
         """Record one render of ``key`` that took ``cpu_seconds`` of CPU; true when it was

@@ -4,6 +4,7 @@ worker thread or, for a template that has shown it is quick, on the event loop."
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from typing import Any
@@ -181,3 +182,27 @@ async def test_a_trusted_template_slow_on_the_loop_is_named_in_the_log_and_count
         "email template 'welcome' took 5"  # 50 ms and a little more
     )
     assert record.getMessage().endswith("on the event loop: it renders in worker threads again")
+
+
+async def test_a_render_the_garbage_collector_interrupted_is_not_counted_as_slow() -> None:
+    # A full collection in a large process takes milliseconds of CPU in whichever thread
+    # triggers it; counted to the template, it sent quick ones back to the threads.
+    trust = InlineTrust(after=1, limit=0.001)
+    threads = RenderThreads(5.0, threads=1, trust=trust)
+
+    def collected(seconds: float) -> None:
+        gc.collect()
+        _spin(seconds)
+
+    try:
+        await threads.run(_spin, 0, "k")
+        assert trust.inline("k")
+        await threads.run(collected, 0.005, "k")  # on the loop, over the limit, with a GC
+        assert trust.inline("k")
+        await threads.run(_spin, 0.005, "k")  # over the limit, no GC: slow
+        assert not trust.inline("k")
+        await threads.run(collected, 0.005, "j")  # in a thread: not counted either
+        await threads.run(_spin, 0, "j")
+        assert trust.inline("j")
+    finally:
+        threads.close()

@@ -30,14 +30,21 @@ def test_a_slow_render_sends_it_back_and_doubles_what_it_takes_to_return() -> No
     assert trust.inline("t")
 
 
-def test_a_template_slow_again_and_again_stays_in_the_threads() -> None:
-    trust = InlineTrust(after=1, limit=0.002)
-    for _ in range(MAX_DEMOTIONS):
+def test_slow_again_and_again_it_needs_at_most_8192_quick_renders_to_come_back() -> None:
+    trust = InlineTrust(after=32, limit=0.002)
+    for _ in range(MAX_DEMOTIONS + 5):
         trust.observe("t", 1.0)
-    for _ in range(10_000):
+    for _ in range((32 << MAX_DEMOTIONS) - 1):
         trust.observe("t", 0.0)
     assert not trust.inline("t")
-    trust.observe("u", float("inf"))  # a render the watchdog stopped
+    trust.observe("t", 0.0)
+    assert trust.inline("t")
+    assert 32 << MAX_DEMOTIONS == 8192
+
+
+def test_a_render_the_watchdog_stopped_counts_as_slow() -> None:
+    trust = InlineTrust(after=1, limit=0.002)
+    trust.observe("u", float("inf"))
     trust.observe("u", 0.0)
     assert not trust.inline("u")
     trust.observe("u", 0.0)
