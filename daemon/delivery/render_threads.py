@@ -45,18 +45,40 @@ logger = logging.getLogger(__name__)
 _ON_LOOP = metrics.RENDERS.labels("event_loop")
 _IN_THREAD = metrics.RENDERS.labels("thread")
 
-#: Garbage collections started so far, in any thread. A render during which one ran is
-#: not timed: a full collection in a large process takes milliseconds of CPU, counted to
-#: whichever thread was running, and would send a quick template back to the threads.
-_collections = [0]
+
+class _Collections:
+    """What the garbage collector has done so far, in any thread.
+
+    A full collection in a large process takes milliseconds to a second, in whichever
+    thread set it off, and runs finalizers and weak-reference callbacks of any object.
+    So a render during which one ran is not timed for :class:`InlineTrust` (it would send
+    a quick template back to the threads), the time collections take is not counted
+    against a render's budget, and the watchdog raises nothing while one runs: an
+    exception raised into a finalizer or callback is printed and lost there (the render
+    would go on past its budget), and the code it cut short is not the template's.
+    """
+
+    __slots__ = ("runs", "seconds", "since")
+
+    def __init__(self) -> None:
+        #: Collections started.
+        self.runs = 0
+        #: Seconds spent in the collections that have ended.
+        self.seconds = 0.0
+        #: When the collection under way started; None: none is.
+        self.since: float | None = None
+
+    def observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.runs += 1
+            self.since = time.monotonic()
+        elif self.since is not None:
+            self.seconds += time.monotonic() - self.since
+            self.since = None
 
 
-def _count_collection(phase: str, info: dict[str, int]) -> None:
-    if phase == "start":
-        _collections[0] += 1
-
-
-gc.callbacks.append(_count_collection)
+_collections = _Collections()
+gc.callbacks.append(_collections.observe)
 
 #: Threads rendering at once: one runaway template leaves the others working.
 DEFAULT_THREADS = 3
@@ -78,7 +100,8 @@ def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
 
 class _Job(Generic[T]):
     __slots__ = (
-        "arg", "cpu", "error", "fn", "future", "key", "overrun", "result", "side", "started"
+        "arg", "cpu", "error", "fn", "future", "gc_seconds", "key", "overrun", "result", "side",
+        "started",
     )  # fmt: skip
 
     def __init__(
@@ -95,6 +118,8 @@ class _Job(Generic[T]):
         self.side = side
         self.key = key
         self.started = 0.0
+        #: The garbage collector's seconds so far when the render started.
+        self.gc_seconds = 0.0
         #: CPU seconds the render took, in the thread that ran it; None: not timed (the
         #: garbage collector ran meanwhile).
         self.cpu: float | None = 0.0
@@ -261,8 +286,9 @@ class RenderThreads:
     def _run(self, ident: int, job: _Job[Any]) -> None:
         with self._lock:
             job.started = time.monotonic()
+            job.gc_seconds = _collections.seconds
             self._running[ident] = job
-        collections = _collections[0]
+        collections = _collections.runs
         cpu_started = time.thread_time()
         try:
             job.result = job.fn(job.arg)
@@ -270,7 +296,7 @@ class RenderThreads:
             job.error = exc
         finally:
             cpu = time.thread_time() - cpu_started
-            job.cpu = cpu if _collections[0] == collections else None
+            job.cpu = cpu if _collections.runs == collections else None
             with self._lock:
                 self._running.pop(ident, None)
                 if job.overrun:
@@ -284,8 +310,12 @@ class RenderThreads:
             stopped = self._stopped.wait(interval)
             now = time.monotonic()
             with self._lock:
+                collected = _collections.seconds
                 for ident, job in self._running.items():
-                    if not job.overrun and now - job.started > self.budget:
+                    if _collections.since is not None:
+                        break  # not into a collection's finalizers: at its end
+                    spent = now - job.started - (collected - job.gc_seconds)
+                    if not job.overrun and spent > self.budget:
                         job.overrun = True
                         _raise_in(ident, RenderOverrun)
                 # Closed: still here until no render runs, so that a runaway one ends.
