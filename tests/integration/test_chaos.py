@@ -61,13 +61,16 @@ async def _wait_all_sent(pool: asyncpg.Pool, total: int, within: float) -> None:
 
 
 @pytest.mark.slow
-async def test_repeated_kill_9_loses_nothing_and_duplicates_only_in_flight_sends(
+async def test_repeated_kill_9_loses_nothing_and_repeats_only_what_a_killed_daemon_held(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path, smtp_sink: Sink
 ) -> None:
     total, kills = 20_000, 5
     await welcome_backlog(pool, total)
     env = _env(database_url, tmp_path, smtp_sink.port)
     rng = random.Random(7)
+    # The messages leased when a daemon was killed: in flight, sent but not yet written
+    # (results are written in batches), or claimed and waiting for a sender.
+    held: set[str] = set()
     for _ in range(kills):
         proc = _start(env)
         before = await _sent(pool)
@@ -79,6 +82,12 @@ async def test_repeated_kill_9_loses_nothing_and_duplicates_only_in_flight_sends
         await asyncio.sleep(rng.uniform(0.1, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        held.update(
+            r["recipient"]
+            for r in await pool.fetch(
+                "SELECT recipient FROM outbox.message WHERE status = 'sending'"
+            )
+        )
     final = _start(env)
     try:
         await _wait_all_sent(pool, total, within=180)
@@ -88,8 +97,10 @@ async def test_repeated_kill_9_loses_nothing_and_duplicates_only_in_flight_sends
     received = Counter(envelope.rcpt_tos[0] for envelope in smtp_sink.messages)
     assert set(received) == {f"user{i}@example.com" for i in range(total)}  # none lost
     duplicates = sum(received.values()) - len(received)
-    # Only sends in flight at a kill can repeat: at most the concurrency per kill.
-    assert duplicates <= kills * CONCURRENCY, duplicates
+    # Only a message a killed daemon held can be sent again (the documented crash window).
+    repeated = {recipient for recipient, count in received.items() if count > 1}
+    assert repeated <= held, sorted(repeated - held)[:5]
+    assert len(held) <= kills * 8 * CONCURRENCY, len(held)  # claims stop well before
     reclaimed = await pool.fetchval("SELECT count(*) FROM outbox.message WHERE attempts > 1")
     assert duplicates <= reclaimed
 
