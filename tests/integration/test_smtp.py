@@ -162,6 +162,9 @@ def test_a_refused_login_closes_its_connection_at_once(smtp_tls_sink: Sink) -> N
             with pytest.raises(errors.ChannelPaused):
                 await provider.send(_message(1), Rendered(subject="s", text="t"))
 
+    # What earlier tests left to the collector is finalized first, outside the record: a
+    # socket they left unclosed is not this test's to answer for.
+    gc.collect()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(5):  # the server's close_notify races the loop's end: try a few
